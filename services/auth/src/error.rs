@@ -1,0 +1,74 @@
+//! `ApiError`: every way an auth request can fail, and the response each one gets.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use svc_common::error::ErrorResponse;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A response already shaped by the shared plumbing (validation, bad JSON).
+    #[error("{}", .0.message)]
+    Response(ErrorResponse),
+    #[error("User already exists")]
+    UserExists,
+    #[error("Invalid credentials")]
+    InvalidCredentials,
+    #[error("Invalid or expired access token")]
+    InvalidAccessToken,
+    #[error("Missing bearer token")]
+    MissingAccessToken,
+    #[error("Invalid refresh token")]
+    InvalidRefreshToken,
+    #[error("Internal server error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Response(r) => r.status,
+            Self::UserExists => StatusCode::CONFLICT,
+            Self::InvalidCredentials
+            | Self::InvalidAccessToken
+            | Self::MissingAccessToken
+            | Self::InvalidRefreshToken => StatusCode::UNAUTHORIZED,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<ErrorResponse> for ApiError {
+    fn from(r: ErrorResponse) -> Self {
+        Self::Response(r)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut res = match self {
+            Self::Response(r) => r.into_response(),
+            Self::Internal(cause) => {
+                // Inside the request span, so the log line carries the request id.
+                tracing::error!(error = format!("{cause:#}"), "request failed");
+                ErrorResponse::internal().into_response()
+            }
+            other => ErrorResponse::new(status, other.to_string()).into_response(),
+        };
+        if status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        res
+    }
+}

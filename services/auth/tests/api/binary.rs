@@ -1,0 +1,182 @@
+//! The `auth-svc` binary itself: configuration checks, JSON logs, health probe, SIGTERM.
+
+use std::{
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::helpers::{JWT_SECRET, PASSWORD};
+
+const BIN: &str = env!("CARGO_BIN_EXE_auth-svc");
+
+fn run(env: &[(&str, &str)], args: &[&str]) -> Output {
+    Command::new(BIN)
+        .env_clear()
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn refuses_short_jwt_secret_naming_the_variable() {
+    let out = run(
+        &[
+            ("DATABASE_URL", "postgres://x@127.0.0.1:1/x"),
+            ("JWT_SECRET", "too-short"),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("JWT_SECRET must be at least 32 bytes"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("too-short"),
+        "the secret itself is never printed"
+    );
+}
+
+#[test]
+fn refuses_missing_jwt_secret_and_low_bcrypt_cost() {
+    let out = run(&[("DATABASE_URL", "postgres://x@127.0.0.1:1/x")], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("JWT_SECRET"));
+
+    let out = run(
+        &[
+            ("DATABASE_URL", "postgres://x@127.0.0.1:1/x"),
+            ("JWT_SECRET", JWT_SECRET),
+            ("BCRYPT_COST", "8"),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BCRYPT_COST must be at least 10"));
+}
+
+#[test]
+fn refuses_secrets_given_as_flags() {
+    let out = run(
+        &[("DATABASE_URL", "postgres://x@127.0.0.1:1/x")],
+        &["serve", "--jwt-secret", JWT_SECRET],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("through the environment"), "{stderr}");
+}
+
+#[test]
+fn healthcheck_fails_when_nothing_listens() {
+    let port = free_port();
+    let out = run(&[("PORT", &port.to_string())], &["healthcheck"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn database_url(pool: &PgPool) -> String {
+    let db: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let base = std::env::var("DATABASE_URL").unwrap();
+    let (server, _) = base.rsplit_once('/').unwrap();
+    format!("{server}/{db}")
+}
+
+#[sqlx::test(migrator = "auth_svc::startup::MIGRATOR")]
+async fn serves_json_logs_and_finishes_in_flight_requests_on_sigterm(pool: PgPool) {
+    let port = free_port();
+    let url = database_url(&pool).await;
+    let mut child = tokio::process::Command::new(BIN)
+        .env_clear()
+        .env("DATABASE_URL", &url)
+        .env("JWT_SECRET", JWT_SECRET)
+        .env("PORT", port.to_string())
+        .env("BCRYPT_COST", "12")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(format!("{base}/health")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "auth-svc did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let probe = tokio::process::Command::new(BIN)
+        .env_clear()
+        .env("PORT", port.to_string())
+        .arg("healthcheck")
+        .status()
+        .await
+        .unwrap();
+    assert!(probe.success());
+
+    let res = client
+        .post(format!("{base}/auth/register"))
+        .json(&json!({"email": "sig@example.com", "phone": "+256772000040", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+
+    // A login at cost 12 takes a few hundred milliseconds: SIGTERM arrives while it runs.
+    let login = tokio::spawn({
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            client
+                .post(format!("{base}/auth/login"))
+                .json(&json!({"identifier": "sig@example.com", "password": PASSWORD}))
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let res = login.await.unwrap().expect("in-flight login completes");
+    assert_eq!(res.status(), 200);
+
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("auth-svc exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+
+    let out = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
+        .collect();
+    assert!(lines.iter().any(|l| l["message"] == "user logged in"));
+    assert!(lines.iter().any(|l| l["span"]["request_id"].is_string()));
+    for secret in [JWT_SECRET, PASSWORD, url.as_str()] {
+        assert!(!stdout.contains(secret), "a secret reached the log");
+    }
+}

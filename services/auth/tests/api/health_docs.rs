@@ -1,0 +1,120 @@
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::helpers::TestApp;
+
+async fn set_connections_allowed(db: &str, allowed: bool) {
+    let admin = PgPool::connect(&std::env::var("DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        r#"ALTER DATABASE "{db}" WITH ALLOW_CONNECTIONS {allowed}"#
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    if !allowed {
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(db)
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+}
+
+#[sqlx::test(migrator = "auth_svc::startup::MIGRATOR")]
+async fn health_reports_database_down_then_recovers_without_restart(pool: PgPool) {
+    let db: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let app = TestApp::spawn(pool).await;
+    let res = app.get("/health").await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.body["message"], "OK");
+    assert_eq!(res.data("status"), "ok");
+    assert_eq!(res.data("database"), "up");
+    assert_eq!(res.data("version"), env!("CARGO_PKG_VERSION"));
+    assert!(!res.data("instance").is_empty());
+
+    set_connections_allowed(&db, false).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let res = app.get("/health").await;
+    assert_eq!(res.status, 503, "{}", res.body);
+    assert_eq!(res.data("status"), "degraded");
+    assert_eq!(res.data("database"), "down");
+
+    set_connections_allowed(&db, true).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let res = app.get("/health").await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.data("database"), "up");
+}
+
+#[sqlx::test(migrator = "auth_svc::startup::MIGRATOR")]
+async fn docs_are_served_from_the_binary_with_relative_urls(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let page = |path: &str| {
+        let url = format!("{}{path}", app.base);
+        let client = app.client.clone();
+        async move {
+            let res = client.get(url).send().await.unwrap();
+            (res.status().as_u16(), res.text().await.unwrap())
+        }
+    };
+    let (status, index) = page("/docs").await;
+    assert_eq!(status, 200);
+    assert!(index.contains(r#"<base href="docs/" />"#), "{index}");
+    assert!(
+        !index.contains("http://") && !index.contains("https://"),
+        "no CDN: {index}"
+    );
+    let (status, slash) = page("/docs/").await;
+    assert_eq!(status, 200);
+    assert!(slash.contains("swagger-ui"));
+    let (status, init) = page("/docs/swagger-initializer.js").await;
+    assert_eq!(status, 200);
+    assert!(
+        init.contains(r#""url": "openapi.json""#) || init.contains(r#""url":"openapi.json""#),
+        "{init}"
+    );
+    for asset in ["/docs/swagger-ui.css", "/docs/swagger-ui-bundle.js"] {
+        assert_eq!(page(asset).await.0, 200, "{asset}");
+    }
+    assert_eq!(page("/docs/nope.js").await.0, 404);
+
+    let spec = app.get("/docs/openapi.json").await;
+    assert_eq!(spec.status, 200);
+    assert_eq!(spec.body["openapi"], "3.1.0");
+    let paths = spec.body["paths"].as_object().unwrap();
+    for path in [
+        "/auth/register",
+        "/auth/login",
+        "/auth/me",
+        "/auth/refresh",
+        "/auth/refresh-token",
+        "/auth/logout",
+        "/health",
+    ] {
+        assert!(paths.contains_key(path), "{path} missing from the spec");
+    }
+    assert!(paths["/auth/me"].get("get").is_some() && paths["/auth/me"].get("post").is_some());
+}
+
+#[sqlx::test(migrations = false)]
+async fn migrations_are_safe_when_two_instances_start_together(pool: PgPool) {
+    let (a, b) = tokio::join!(
+        auth_svc::startup::migrate(&pool),
+        auth_svc::startup::migrate(&pool)
+    );
+    a.unwrap();
+    b.unwrap();
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name IN ('users', 'refresh_tokens')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(tables, 2);
+}

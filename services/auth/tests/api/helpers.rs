@@ -1,0 +1,184 @@
+//! `TestApp`: the auth service on a free loopback port, over its own database.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use auth_svc::{config::Config, startup::App};
+use reqwest::{StatusCode, header::HeaderMap};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
+pub const ISSUER: &str = "stackctl-auth";
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub pool: PgPool,
+}
+
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl TestResponse {
+    pub fn data(&self, key: &str) -> &str {
+        self.body["data"][key].as_str().unwrap_or_default()
+    }
+}
+
+pub fn config() -> Config {
+    Config {
+        database_url: "postgres://unused".into(),
+        jwt_secret: JWT_SECRET.into(),
+        host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 0,
+        jwt_issuer: ISSUER.to_owned(),
+        access_token_ttl_secs: 900,
+        refresh_token_ttl_secs: 3600,
+        bcrypt_cost: 4,
+        test_mode: true,
+        database_max_connections: 5,
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(pool: PgPool) -> Self {
+        Self::spawn_with(pool, config()).await
+    }
+
+    pub async fn spawn_with(pool: PgPool, config: Config) -> Self {
+        let app = App::build(&config, pool.clone()).await.unwrap();
+        let base = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until_stopped());
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            pool,
+        }
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> TestResponse {
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.unwrap();
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("response to a request was not JSON: {text:?}"));
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> TestResponse {
+        self.send(self.client.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> TestResponse {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .body(body.to_owned());
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        self.send(req).await
+    }
+
+    pub async fn get(&self, path: &str) -> TestResponse {
+        self.send(self.client.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    pub async fn register(&self, email: &str, phone: &str, password: &str) -> TestResponse {
+        self.post_json(
+            "/auth/register",
+            &json!({"email": email, "phone": phone, "password": password}),
+        )
+        .await
+    }
+
+    pub async fn login(&self, identifier: &str, password: &str) -> TestResponse {
+        self.post_json(
+            "/auth/login",
+            &json!({"identifier": identifier, "password": password}),
+        )
+        .await
+    }
+
+    /// Registers a user and logs in: returns (access token, refresh token).
+    pub async fn signed_up(&self, email: &str, phone: &str) -> (String, String) {
+        assert_eq!(self.register(email, phone, PASSWORD).await.status, 201);
+        let res = self.login(email, PASSWORD).await;
+        assert_eq!(res.status, 200, "{}", res.body);
+        (
+            res.data("accessToken").to_owned(),
+            res.data("refreshToken").to_owned(),
+        )
+    }
+
+    pub async fn me(&self, token: &str) -> TestResponse {
+        self.send(
+            self.client
+                .post(format!("{}/auth/me", self.base))
+                .bearer_auth(token),
+        )
+        .await
+    }
+
+    pub async fn me_get(&self, token: &str) -> TestResponse {
+        self.send(
+            self.client
+                .get(format!("{}/auth/me", self.base))
+                .bearer_auth(token),
+        )
+        .await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> TestResponse {
+        self.post_json("/auth/refresh", &json!({"refreshToken": refresh_token}))
+            .await
+    }
+
+    pub async fn logout(&self, refresh_token: &str) -> TestResponse {
+        self.post_json("/auth/logout", &json!({"refreshToken": refresh_token}))
+            .await
+    }
+}
+
+/// The names of the fields listed in an error body's `errors`.
+pub fn error_fields(body: &Value) -> Vec<String> {
+    body["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Asserts the error envelope: success false, a message, and a request id.
+pub fn assert_error_envelope(res: &TestResponse, status: u16) {
+    assert_eq!(res.status.as_u16(), status, "{}", res.body);
+    assert_eq!(res.body["success"], false, "{}", res.body);
+    assert!(res.body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    let id = res.body["requestId"].as_str().unwrap_or_default();
+    assert!(!id.is_empty(), "missing requestId: {}", res.body);
+    assert_eq!(
+        res.headers["x-request-id"].to_str().unwrap(),
+        id,
+        "requestId must match the X-Request-Id header"
+    );
+}

@@ -1,0 +1,83 @@
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::helpers::{PASSWORD, TestApp, assert_error_envelope, config, error_fields};
+
+#[sqlx::test(migrator = "auth_svc::startup::MIGRATOR")]
+async fn login_by_email_or_phone_returns_a_token_pair(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.register("carol@example.com", "+256772000010", PASSWORD)
+        .await;
+    for identifier in [
+        "carol@example.com",
+        " CAROL@example.com",
+        "+256 772 000 010",
+    ] {
+        let res = app.login(identifier, PASSWORD).await;
+        assert_eq!(res.status, 200, "{identifier}: {}", res.body);
+        assert_eq!(res.data("tokenType"), "Bearer");
+        assert_eq!(res.body["data"]["expiresIn"], 900);
+        assert_eq!(res.data("accessToken").split('.').count(), 3);
+        assert!(
+            res.data("refreshToken").len() >= 43,
+            "256-bit refresh token"
+        );
+    }
+}
+
+#[sqlx::test(migrator = "auth_svc::startup::MIGRATOR")]
+async fn login_wrong_password_and_unknown_user_get_the_same_401(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.register("dave@example.com", "+256772000011", PASSWORD)
+        .await;
+    let wrong = app.login("dave@example.com", "not the password").await;
+    let unknown = app.login("nobody@example.com", PASSWORD).await;
+    let nonsense = app.login("' OR '1'='1", PASSWORD).await;
+    let too_long = app.login("dave@example.com", &"x".repeat(100)).await;
+    for res in [&wrong, &unknown, &nonsense, &too_long] {
+        assert_error_envelope(res, 401);
+        assert_eq!(res.body["message"], "Invalid credentials");
+    }
+}
+
+#[sqlx::test(migrator = "auth_svc::startup::MIGRATOR")]
+async fn login_missing_fields_returns_400(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let res = app.post_json("/auth/login", &json!({})).await;
+    assert_error_envelope(&res, 400);
+    assert_eq!(error_fields(&res.body), ["identifier", "password"]);
+}
+
+/// An unknown identifier must cost a bcrypt verification too; without it the answer would come
+/// back an order of magnitude faster than for a wrong password.
+#[sqlx::test(migrator = "auth_svc::startup::MIGRATOR")]
+async fn login_unknown_user_takes_as_long_as_wrong_password(pool: PgPool) {
+    let mut cfg = config();
+    cfg.bcrypt_cost = 10;
+    let app = TestApp::spawn_with(pool, cfg).await;
+    app.register("erin@example.com", "+256772000012", PASSWORD)
+        .await;
+    let mut known = Vec::new();
+    let mut unknown = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        app.login("erin@example.com", "wrong password!").await;
+        known.push(t.elapsed());
+        let t = Instant::now();
+        app.login("ghost@example.com", "wrong password!").await;
+        unknown.push(t.elapsed());
+    }
+    known.sort();
+    unknown.sort();
+    let (known, unknown) = (known[2], unknown[2]);
+    assert!(
+        unknown * 2 > known && known * 2 > unknown,
+        "median wrong password {known:?} vs unknown user {unknown:?}"
+    );
+    assert!(
+        known > Duration::from_millis(5),
+        "bcrypt cost 10 really ran"
+    );
+}

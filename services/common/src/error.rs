@@ -1,0 +1,110 @@
+//! The error envelope and the errors every service shares (bad JSON, 404, 405, timeouts).
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::request_id;
+
+/// One offending input field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// `{"success": false, "message": …, "errors": […]?, "requestId": …}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    pub success: bool,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+    pub request_id: String,
+}
+
+/// An error response: status, public message and field errors. The request id comes from the
+/// request being answered.
+#[derive(Debug)]
+pub struct ErrorResponse {
+    pub status: StatusCode,
+    pub message: String,
+    pub errors: Vec<FieldError>,
+}
+
+impl ErrorResponse {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
+    }
+}
+
+impl IntoResponse for ErrorResponse {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            success: false,
+            message: self.message,
+            errors: (!self.errors.is_empty()).then_some(self.errors),
+            request_id: request_id::current().unwrap_or_default(),
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Collects the failures of several field checks so that one response lists them all.
+#[derive(Debug, Default)]
+pub struct FieldErrors(Vec<FieldError>);
+
+impl FieldErrors {
+    /// Records the error of `result` under `field` and returns the value when there is one.
+    pub fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(message) => {
+                self.0.push(FieldError::new(field, message));
+                None
+            }
+        }
+    }
+
+    /// The collected failures as a 400 validation error.
+    pub fn into_error(self) -> ErrorResponse {
+        validation_failed(self.0)
+    }
+}
+
+/// A field that must be present: `None` becomes "is required".
+pub fn required<T>(value: Option<T>) -> Result<T, String> {
+    value.ok_or_else(|| "is required".to_owned())
+}
+
+/// 400 `Validation failed` with the offending fields.
+pub fn validation_failed(errors: Vec<FieldError>) -> ErrorResponse {
+    ErrorResponse::new(StatusCode::BAD_REQUEST, "Validation failed").with_errors(errors)
+}

@@ -1,0 +1,11 @@
+//! Plumbing shared by the stack's HTTP services. Holds no domain rules.
+
+pub mod config;
+pub mod docs;
+pub mod envelope;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod json;
+pub mod request_id;
+pub mod telemetry;

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian 12 host needs to build, test and benchmark stackctl.
+# Idempotent: packages already present are left alone, so a second run takes seconds.
+set -euo pipefail
+
+packages=(
+  postgresql-15    # server binaries for the test clusters (initdb, pg_ctl)
+  postgresql-client-15
+  nginx-light      # the benchmark's yard-stick
+  wrk              # load generator for the benchmarks
+  mmdebstrap       # builds the Debian base image on engines with no registry
+  ca-certificates
+  curl
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: need root to install: ${missing[*]} (run: sudo $0)" >&2
+    exit 1
+  fi
+  echo "==> installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # Debian starts nginx on install; the project runs its own instances, so keep the host's stopped.
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
+    systemctl stop nginx || true
+  fi
+  if pgrep -x nginx >/dev/null 2>&1 && [[ -f /run/nginx.pid ]]; then
+    nginx -s quit 2>/dev/null || true
+  fi
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo not found; install Rust stable (rustup) first" >&2
+  exit 1
+fi
+
+echo "==> host ready: $(/usr/lib/postgresql/15/bin/postgres --version), $(nginx -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)" >&2
