@@ -39,6 +39,10 @@ pub struct Config {
     /// Allows a bcrypt cost under 10. For test suites only.
     #[arg(long, env = "AUTH_TEST_MODE", default_value_t = false)]
     pub test_mode: bool,
+    /// Milliseconds a user looked up by `/auth/me` is reused (0 turns the cache off; at most 5000).
+    /// Bounds how long a deleted user's still-valid token keeps working.
+    #[arg(long, env = "USER_CACHE_MS", default_value_t = 1000)]
+    pub user_cache_ms: u64,
     /// Maximum PostgreSQL connections of this instance.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
     pub database_max_connections: u32,
@@ -63,6 +67,9 @@ impl Config {
         }
         if self.refresh_token_ttl_secs == 0 {
             bail!("REFRESH_TOKEN_TTL_SECS must be greater than 0");
+        }
+        if self.user_cache_ms > 5000 {
+            bail!("USER_CACHE_MS must be at most 5000");
         }
         if self.database_max_connections == 0 {
             bail!("DATABASE_MAX_CONNECTIONS must be greater than 0");

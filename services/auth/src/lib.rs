@@ -8,3 +8,4 @@ pub mod passwords;
 pub mod routes;
 pub mod startup;
 pub mod tokens;
+pub mod user_cache;

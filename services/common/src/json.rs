@@ -25,16 +25,30 @@ where
     type Rejection = ErrorResponse;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
+        parse(&bytes).map(StrictJson)
+    }
+}
+
+/// The raw bytes of a JSON body, with the same content-type and size checks as [`StrictJson`],
+/// for handlers that hash or sign the body as sent. Parse it with [`parse`].
+#[derive(Debug)]
+pub struct JsonBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBytes {
+    type Rejection = ErrorResponse;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         if !is_json(&req) {
             return Err(ErrorResponse::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "Content-Type must be application/json",
             ));
         }
-        let bytes = Bytes::from_request(req, state)
+        Bytes::from_request(req, state)
             .await
-            .map_err(body_rejection)?;
-        parse(&bytes).map(StrictJson)
+            .map(JsonBytes)
+            .map_err(body_rejection)
     }
 }
 
@@ -49,26 +63,34 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ErrorResponse> {
             "Request body must be a JSON object",
         ));
     }
-    deserialize_listing_every_field(value)
+    // From the bytes, not the `Value`, so that fields taken raw (`RawValue`, exact amounts)
+    // see the text as sent.
+    match deserialize::<T>(bytes) {
+        Ok(parsed) => Ok(parsed),
+        Err(first) => Err(list_every_field::<T>(value, first)),
+    }
 }
 
-/// Deserializes `value`, reporting every unknown or wrongly typed top-level field rather than
-/// the first: each offending key is recorded, dropped, and the rest tried again.
-fn deserialize_listing_every_field<T: DeserializeOwned>(
+fn deserialize<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes))
+}
+
+/// Reports every unknown or wrongly typed top-level field rather than the first: each offending
+/// key is recorded, dropped, and the rest tried again.
+fn list_every_field<T: DeserializeOwned>(
     mut value: serde_json::Value,
-) -> Result<T, ErrorResponse> {
+    first: serde_path_to_error::Error<serde_json::Error>,
+) -> ErrorResponse {
     let mut errors = Vec::new();
-    loop {
-        let error = match serde_path_to_error::deserialize::<_, T>(&value) {
-            Ok(parsed) if errors.is_empty() => return Ok(parsed),
-            Ok(_) => break,
-            Err(e) => e,
-        };
+    let mut next = Some(first);
+    while let Some(error) = next.take() {
         let path = error.path().to_string();
         let inner = error.into_inner().to_string();
         let (field, message) = match unknown_field(&inner) {
             Some(name) => (name, "is not allowed".to_owned()),
-            None => (path, inner),
+            None => (path, strip_position(&inner)),
         };
         let top_level = field
             .split(['.', '['])
@@ -80,11 +102,21 @@ fn deserialize_listing_every_field<T: DeserializeOwned>(
             .and_then(|object| object.remove(&top_level))
             .is_some();
         errors.push(FieldError::new(field, message));
-        if !removed {
-            break;
+        if removed {
+            next = serde_json::to_vec(&value)
+                .ok()
+                .and_then(|bytes| deserialize::<T>(&bytes).err());
         }
     }
-    Err(ErrorResponse::new(StatusCode::BAD_REQUEST, "Invalid request body").with_errors(errors))
+    ErrorResponse::new(StatusCode::BAD_REQUEST, "Invalid request body").with_errors(errors)
+}
+
+/// serde_json ends its messages with " at line L column C", which says nothing to an API client.
+fn strip_position(message: &str) -> String {
+    message
+        .find(" at line ")
+        .map_or(message, |i| &message[..i])
+        .to_owned()
 }
 
 /// serde names an unknown field in its message; pull the name out so it lands in `field`.
@@ -109,7 +141,7 @@ fn is_json(req: &Request) -> bool {
 }
 
 /// Maps a body read failure: over the limit is 413, anything else 400.
-pub fn body_rejection(rejection: BytesRejection) -> ErrorResponse {
+fn body_rejection(rejection: BytesRejection) -> ErrorResponse {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ErrorResponse::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -1,6 +1,7 @@
 //! Plumbing shared by the stack's HTTP services. Holds no domain rules.
 
 pub mod config;
+pub mod contact;
 pub mod docs;
 pub mod envelope;
 pub mod error;
@@ -8,4 +9,5 @@ pub mod health;
 pub mod http;
 pub mod json;
 pub mod request_id;
+pub mod startup;
 pub mod telemetry;

@@ -227,7 +227,9 @@ async fn me(state: State, headers: HeaderMap) -> ApiResult {
         .access_tokens
         .verify(token)
         .ok_or(ApiError::InvalidAccessToken)?;
-    let user = db::users::find_by_id(&state.pool, user_id)
+    let user = state
+        .users
+        .find(&state.pool, user_id)
         .await?
         .ok_or(ApiError::InvalidAccessToken)?;
     Ok(envelope::ok("Token is valid", UserView::from(user)))

@@ -8,7 +8,7 @@ use svc_common::{docs::BearerAuth, health::Probe};
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{passwords::Passwords, tokens::AccessTokens};
+use crate::{passwords::Passwords, tokens::AccessTokens, user_cache::UserCache};
 
 pub mod auth;
 pub mod health;
@@ -18,6 +18,7 @@ pub struct AppState {
     pub passwords: Passwords,
     pub access_tokens: AccessTokens,
     pub refresh_ttl: Duration,
+    pub users: UserCache,
     pub db_probe: Probe,
     pub instance: String,
 }

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use auth_svc::{config::Config, startup::App};
+use auth_svc::{config::Config, startup};
 use reqwest::{StatusCode, header::HeaderMap};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -40,6 +40,7 @@ pub fn config() -> Config {
         refresh_token_ttl_secs: 3600,
         bcrypt_cost: 4,
         test_mode: true,
+        user_cache_ms: 0,
         database_max_connections: 5,
     }
 }
@@ -50,7 +51,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(pool: PgPool, config: Config) -> Self {
-        let app = App::build(&config, pool.clone()).await.unwrap();
+        let app = startup::build(&config, pool.clone()).await.unwrap();
         let base = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped());
         Self {

@@ -115,3 +115,18 @@ async fn me_rejects_token_of_deleted_user(pool: PgPool) {
         .unwrap();
     assert_error_envelope(&app.me(&access).await, 401);
 }
+
+#[sqlx::test(migrator = "auth_svc::startup::MIGRATOR")]
+async fn cached_user_expires_so_a_deleted_users_token_stops_working(pool: PgPool) {
+    let mut cfg = crate::helpers::config();
+    cfg.user_cache_ms = 200;
+    let app = TestApp::spawn_with(pool, cfg).await;
+    let (access, _) = app.signed_up("ivo@example.com", "+256772000023").await;
+    assert_eq!(app.me(&access).await.status, 200);
+    sqlx::query("DELETE FROM users")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_error_envelope(&app.me(&access).await, 401);
+}
