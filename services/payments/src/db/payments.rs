@@ -1,0 +1,131 @@
+//! The `payments` table.
+
+use rust_decimal::Decimal;
+use sqlx::{FromRow, PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+const COLUMNS: &str = "id, reference, user_id, amount, currency, payment_method, customer_phone, \
+     customer_email, description, state, provider_name, created_at, updated_at";
+
+#[derive(Debug, Clone, FromRow)]
+pub struct Payment {
+    pub id: Uuid,
+    pub reference: String,
+    pub user_id: Uuid,
+    pub amount: Decimal,
+    pub currency: String,
+    pub payment_method: String,
+    pub customer_phone: String,
+    pub customer_email: Option<String>,
+    pub description: Option<String>,
+    pub state: String,
+    pub provider_name: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+pub struct NewPayment<'a> {
+    pub reference: &'a str,
+    pub user_id: Uuid,
+    pub amount: Decimal,
+    pub currency: &'a str,
+    pub payment_method: &'a str,
+    pub customer_phone: &'a str,
+    pub customer_email: Option<&'a str>,
+    pub description: Option<&'a str>,
+    pub state: &'a str,
+}
+
+pub async fn insert(conn: &mut PgConnection, p: NewPayment<'_>) -> Result<Payment, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO payments (id, reference, user_id, amount, currency, payment_method,
+             customer_phone, customer_email, description, state)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         RETURNING {COLUMNS}"
+    )))
+    .bind(Uuid::now_v7())
+    .bind(p.reference)
+    .bind(p.user_id)
+    .bind(p.amount)
+    .bind(p.currency)
+    .bind(p.payment_method)
+    .bind(p.customer_phone)
+    .bind(p.customer_email)
+    .bind(p.description)
+    .bind(p.state)
+    .fetch_one(conn)
+    .await
+}
+
+/// The user's payment with this reference; another user's is as good as missing.
+pub async fn find_for_user(
+    pool: &PgPool,
+    reference: &str,
+    user_id: Uuid,
+) -> Result<Option<Payment>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM payments WHERE reference = $1 AND user_id = $2"
+    )))
+    .bind(reference)
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The payment with this reference (of `user_id` when given), locked until the transaction
+/// ends, so that concurrent state changes are serialised.
+pub async fn lock(
+    conn: &mut PgConnection,
+    reference: &str,
+    user_id: Option<Uuid>,
+) -> Result<Option<Payment>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM payments
+         WHERE reference = $1 AND ($2::uuid IS NULL OR user_id = $2)
+         FOR UPDATE"
+    )))
+    .bind(reference)
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn set_state(
+    conn: &mut PgConnection,
+    id: Uuid,
+    state: &str,
+    provider_name: Option<&str>,
+) -> Result<Payment, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE payments
+         SET state = $2, provider_name = COALESCE($3, provider_name), updated_at = now()
+         WHERE id = $1
+         RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(state)
+    .bind(provider_name)
+    .fetch_one(conn)
+    .await
+}
+
+/// Up to `limit` of the user's payments older than `before` (all when `None`), newest first.
+pub async fn list_for_user(
+    pool: &PgPool,
+    user_id: Uuid,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Payment>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM payments
+         WHERE user_id = $1 AND ($2::uuid IS NULL OR id < $2)
+         ORDER BY id DESC
+         LIMIT $3"
+    )))
+    .bind(user_id)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

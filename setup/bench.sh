@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Benchmarks the services against a real PostgreSQL, beside a yard-stick measured in the same run:
+# a stock nginx answering `return 200`, driven by the same load tool with the same connections.
+# Prints req/s, p50 and p99 per endpoint, the ratio to the yard-stick, and resident memory.
+#   setup/bench.sh                 all figures, 10 s per measurement
+#   BENCH_DURATION=30 setup/bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=${BENCH_DURATION:-10}
+conns=${BENCH_CONNECTIONS:-32}
+cost=${BENCH_BCRYPT_COST:-10}
+cores=$(nproc)
+
+bash setup/setup.sh
+echo "==> building release binaries" >&2
+cargo build --release --locked -p auth-svc --bins --examples >&2
+
+work=$(mktemp -d /tmp/stackctl-bench.XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [[ -f $work/nginx.pid ]] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  bash setup/test-postgres.sh stop "$work/pg" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+  local port
+  for port in $(seq "$1" $(($1 + 100))); do
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
+  done
+  return 1
+}
+
+wait_http() {
+  for _ in $(seq 1 200); do
+    curl -fs -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
+  echo "bench: $1 did not come up" >&2
+  return 1
+}
+
+# load NAME URL [METHOD BODY TOKEN [CONNECTIONS [SECONDS]]]: runs wrk, records "rps p50 p99 failed total".
+declare -A result
+load() {
+  local name=$1 url=$2 method=${3:-GET} body=${4:-} token=${5:-} c=${6:-$conns} d=${7:-$duration}
+  local line
+  line=$(BENCH_METHOD=$method BENCH_BODY=$body BENCH_TOKEN=$token \
+    wrk -t2 -c"$c" -d"${d}s" --latency -s setup/bench.lua "$url" | grep '^RESULT' | cut -d' ' -f2-)
+  result[$name]=$line
+  printf '  %-34s %s\n' "$name" "$line" >&2
+}
+
+rss_kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
+
+echo "==> PostgreSQL, nginx yard-stick" >&2
+db=$(bash setup/test-postgres.sh start "$work/pg")
+psql -q "$db" -c 'CREATE DATABASE auth' >/dev/null
+nginx_port=$(free_port 18080)
+cat >"$work/nginx.conf" <<CONF
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:$nginx_port; location / { return 200 "ok\n"; } }
+}
+CONF
+nginx -c "$work/nginx.conf" -p "$work"
+wait_http "http://127.0.0.1:$nginx_port/"
+
+echo "==> auth-svc (bcrypt cost $cost)" >&2
+auth_port=$(free_port 13000)
+DATABASE_URL="${db%/postgres}/auth" JWT_SECRET="bench-secret-bench-secret-bench-secret" \
+  PORT=$auth_port BCRYPT_COST=$cost RUST_LOG=warn \
+  ./target/release/auth-svc >"$work/auth.log" 2>&1 &
+auth_pid=$!
+pids+=("$auth_pid")
+auth="http://127.0.0.1:$auth_port"
+wait_http "$auth/health"
+
+credentials='{"identifier":"bench@example.com","password":"bench-password"}'
+curl -fs "$auth/auth/register" -H 'Content-Type: application/json' \
+  -d '{"email":"bench@example.com","phone":"+256772999999","password":"bench-password"}' >/dev/null
+token=$(curl -fs "$auth/auth/login" -H 'Content-Type: application/json' -d "$credentials" |
+  sed -E 's/.*"accessToken":"([^"]+)".*/\1/')
+sleep 1
+auth_idle=$(rss_kib "$auth_pid" VmRSS)
+
+echo "==> load: wrk -t2 -c$conns -d${duration}s (req/s p50_ms p99_ms failed total)" >&2
+load yardstick "http://127.0.0.1:$nginx_port/"
+load "GET /health" "$auth/health"
+load "POST /auth/me" "$auth/auth/me" POST "" "$token"
+
+hash_ms=$(./target/release/examples/bcrypt_time "$cost" 20)
+load "POST /auth/login" "$auth/auth/login" POST "$credentials"
+# Health while logins keep every core busy: a light probe beside a full login load.
+BENCH_METHOD=POST BENCH_BODY=$credentials \
+  wrk -t1 -c"$conns" -d"$((duration + 4))s" -s setup/bench.lua "$auth/auth/login" >/dev/null &
+login_load=$!
+sleep 2
+load "GET /health under login load" "$auth/health" GET "" "" 2 "$duration"
+wait "$login_load"
+auth_peak=$(rss_kib "$auth_pid" VmHWM)
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f %%", 100 * a / b }'; }
+field() { echo "${result[$1]}" | cut -d' ' -f"$2"; }
+yard=$(field yardstick 1)
+bound=$(awk -v c="$cores" -v ms="$hash_ms" 'BEGIN { printf "%.1f", c * 1000 / ms }')
+
+echo
+echo "## Figures ($(date -u +%Y-%m-%dT%H:%MZ), $cores cores, wrk -t2 -c$conns -d${duration}s)"
+echo
+echo "| measurement | req/s | p50 ms | p99 ms | failed | vs reference |"
+echo "|---|---|---|---|---|---|"
+row() { printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$(field "$1" 1)" "$(field "$1" 2)" "$(field "$1" 3)" "$(field "$1" 4)" "$2"; }
+row yardstick "reference"
+row "GET /health" "$(ratio "$(field "GET /health" 1)" "$yard") of yard-stick (target >= 40 %)"
+row "POST /auth/me" "$(ratio "$(field "POST /auth/me" 1)" "$yard") of yard-stick (target >= 20 %, p99 < 10 ms)"
+row "POST /auth/login" "$(ratio "$(field "POST /auth/login" 1)" "$bound") of bcrypt bound $bound/s (target >= 85 %)"
+row "GET /health under login load" "p99 target < 25 ms"
+echo
+echo "bcrypt cost $cost: ${hash_ms} ms per hash, bound = $cores cores / hash time = $bound logins/s"
+echo "auth-svc resident memory: idle $((auth_idle / 1024)) MiB (target <= 20), peak under load $((auth_peak / 1024)) MiB (target <= 64)"
