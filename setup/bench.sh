@@ -14,7 +14,7 @@ cores=$(nproc)
 
 bash setup/setup.sh
 echo "==> building release binaries" >&2
-cargo build --release --locked -p auth-svc --bins --examples >&2
+cargo build --release --locked -p auth-svc -p payment-svc --bins --examples >&2
 
 work=$(mktemp -d /tmp/stackctl-bench.XXXXXX)
 chmod 755 "$work"
@@ -59,7 +59,7 @@ rss_kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
 
 echo "==> PostgreSQL, nginx yard-stick" >&2
 db=$(bash setup/test-postgres.sh start "$work/pg")
-psql -q "$db" -c 'CREATE DATABASE auth' >/dev/null
+psql -q "$db" -c 'CREATE DATABASE auth' -c 'CREATE DATABASE payments' >/dev/null
 nginx_port=$(free_port 18080)
 cat >"$work/nginx.conf" <<CONF
 worker_processes auto;
@@ -89,13 +89,30 @@ curl -fs "$auth/auth/register" -H 'Content-Type: application/json' \
   -d '{"email":"bench@example.com","phone":"+256772999999","password":"bench-password"}' >/dev/null
 token=$(curl -fs "$auth/auth/login" -H 'Content-Type: application/json' -d "$credentials" |
   sed -E 's/.*"accessToken":"([^"]+)".*/\1/')
+
+echo "==> payment-svc" >&2
+pay_port=$(free_port 14000)
+DATABASE_URL="${db%/postgres}/payments" WEBHOOK_SECRET="bench-webhook-secret-0123456789" \
+  AUTH_SERVICE_URL="$auth" PORT=$pay_port RUST_LOG=warn \
+  ./target/release/payment-svc >"$work/payments.log" 2>&1 &
+pay_pid=$!
+pids+=("$pay_pid")
+pay="http://127.0.0.1:$pay_port"
+wait_http "$pay/health"
+payment='{"amount":"12.50","currency":"USD","paymentMethod":"MOBILE_MONEY","customerPhone":"+256772123456"}'
+reference=$(curl -fs "$pay/payments" -H 'Content-Type: application/json' -H "Authorization: Bearer $token" \
+  -d "$payment" | sed -E 's/.*"reference":"([^"]+)".*/\1/')
 sleep 1
 auth_idle=$(rss_kib "$auth_pid" VmRSS)
+pay_idle=$(rss_kib "$pay_pid" VmRSS)
 
 echo "==> load: wrk -t2 -c$conns -d${duration}s (req/s p50_ms p99_ms failed total)" >&2
 load yardstick "http://127.0.0.1:$nginx_port/"
 load "GET /health" "$auth/health"
 load "POST /auth/me" "$auth/auth/me" POST "" "$token"
+load "POST /payments" "$pay/payments" POST "$payment" "$token"
+load "GET /payments/{reference}" "$pay/payments/$reference" GET "" "$token"
+pay_peak=$(rss_kib "$pay_pid" VmHWM)
 
 hash_ms=$(./target/release/examples/bcrypt_time "$cost" 20)
 load "POST /auth/login" "$auth/auth/login" POST "$credentials"
@@ -122,8 +139,11 @@ row() { printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$(field "$1" 1)" "$(fie
 row yardstick "reference"
 row "GET /health" "$(ratio "$(field "GET /health" 1)" "$yard") of yard-stick (target >= 40 %)"
 row "POST /auth/me" "$(ratio "$(field "POST /auth/me" 1)" "$yard") of yard-stick (target >= 20 %, p99 < 10 ms)"
+row "POST /payments" "$(ratio "$(field "POST /payments" 1)" "$yard") of yard-stick (target >= 5 %)"
+row "GET /payments/{reference}" "$(ratio "$(field "GET /payments/{reference}" 1)" "$yard") of yard-stick (target >= 10 %)"
 row "POST /auth/login" "$(ratio "$(field "POST /auth/login" 1)" "$bound") of bcrypt bound $bound/s (target >= 85 %)"
 row "GET /health under login load" "p99 target < 25 ms"
 echo
 echo "bcrypt cost $cost: ${hash_ms} ms per hash, bound = $cores cores / hash time = $bound logins/s"
 echo "auth-svc resident memory: idle $((auth_idle / 1024)) MiB (target <= 20), peak under load $((auth_peak / 1024)) MiB (target <= 64)"
+echo "payment-svc resident memory: idle $((pay_idle / 1024)) MiB (target <= 20), peak under load $((pay_peak / 1024)) MiB (target <= 64)"

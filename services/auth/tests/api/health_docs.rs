@@ -118,3 +118,65 @@ async fn migrations_are_safe_when_two_instances_start_together(pool: PgPool) {
     .unwrap();
     assert_eq!(tables, 2);
 }
+
+/// Behind a real nginx that strips the `/a/` prefix, as the stack's edge does.
+#[sqlx::test(migrator = "auth_svc::startup::MIGRATOR")]
+async fn docs_work_behind_a_prefix_stripping_proxy(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let upstream = app.base.trim_start_matches("http://");
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
+             events {{}}\nhttp {{\n  access_log off;\n  server {{\n    listen 127.0.0.1:{port};\n\
+             location /a/ {{ proxy_pass http://{upstream}/; }}\n  }}\n}}\n",
+            dir = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let _nginx = tokio::process::Command::new("nginx")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nginx is installed by setup/setup.sh");
+    let client = reqwest::Client::new();
+    let edge = format!("http://127.0.0.1:{port}/a");
+    let mut index = None;
+    for _ in 0..100 {
+        if let Ok(res) = client.get(format!("{edge}/docs")).send().await {
+            index = Some(res);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let index = index.expect("nginx answers");
+    assert_eq!(index.status(), 200);
+    let html = index.text().await.unwrap();
+    // The browser resolves every relative URL of the page against <base href="docs/"> from
+    // /a/docs, that is under /a/docs/: fetch exactly those.
+    let base = format!("{edge}/docs/");
+    for asset in [
+        "swagger-ui.css",
+        "swagger-ui-bundle.js",
+        "swagger-initializer.js",
+        "openapi.json",
+    ] {
+        if asset != "openapi.json" {
+            assert!(html.contains(asset), "{asset} is referenced by the page");
+        }
+        let res = client.get(format!("{base}{asset}")).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{base}{asset}");
+    }
+}

@@ -1,7 +1,7 @@
 //! The `payment_transactions` table: a payment's history.
 
 use rust_decimal::Decimal;
-use sqlx::{FromRow, PgConnection, PgPool};
+use sqlx::{FromRow, PgConnection};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -47,19 +47,4 @@ pub async fn insert(conn: &mut PgConnection, t: NewTransaction<'_>) -> Result<()
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// The payment's history, oldest first.
-pub async fn list_for_payment(
-    pool: &PgPool,
-    payment_id: Uuid,
-) -> Result<Vec<Transaction>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, status, source, provider_name, provider_transaction_id, amount, currency,
-             reason, created_at
-         FROM payment_transactions WHERE payment_id = $1 ORDER BY id",
-    )
-    .bind(payment_id)
-    .fetch_all(pool)
-    .await
 }

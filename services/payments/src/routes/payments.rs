@@ -262,35 +262,48 @@ pub async fn create_payment(
     let key = idempotency_key(&headers)?;
     let valid = validate_create(json::parse(&body)?)?;
 
-    let mut tx = state.pool.begin().await?;
+    let Some(key) = key else {
+        let mut conn = state.pool.acquire().await?;
+        let body = insert_payment(&mut conn, user_id, &valid).await?;
+        return Ok((StatusCode::CREATED, Json(body)).into_response());
+    };
     let request_hash: [u8; 32] = Sha256::digest(&body).into();
-    if let Some(key) = &key {
-        if !db::idempotency::try_lock(&mut tx, user_id, key).await? {
-            return Err(ApiError::IdempotencyInFlight);
-        }
-        if let Some(stored) = db::idempotency::find(&mut tx, user_id, key).await? {
-            if stored.request_hash != request_hash {
-                return Err(ApiError::IdempotencyMismatch);
-            }
-            let status = u16::try_from(stored.status_code)
-                .ok()
-                .and_then(|s| StatusCode::from_u16(s).ok())
-                .unwrap_or(StatusCode::CREATED);
-            let mut res = (status, Json(stored.response_body)).into_response();
-            res.headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-            return Ok(res);
-        }
+    let mut tx = state.pool.begin().await?;
+    if !db::idempotency::try_lock(&mut tx, user_id, &key).await? {
+        return Err(ApiError::IdempotencyInFlight);
     }
+    if let Some(stored) = db::idempotency::find(&mut tx, user_id, &key).await? {
+        if stored.request_hash != request_hash {
+            return Err(ApiError::IdempotencyMismatch);
+        }
+        let status = u16::try_from(stored.status_code)
+            .ok()
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::CREATED);
+        let mut res = (status, Json(stored.response_body)).into_response();
+        res.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        return Ok(res);
+    }
+    let body = insert_payment(&mut tx, user_id, &valid).await?;
+    db::idempotency::save(&mut tx, user_id, &key, &request_hash, 201, &body).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
 
+/// Inserts the payment (and its first history row) and returns the response body.
+async fn insert_payment(
+    conn: &mut sqlx::PgConnection,
+    user_id: Uuid,
+    valid: &ValidPayment,
+) -> Result<serde_json::Value, ApiError> {
     let reference = new_reference();
-    let amount = valid.amount.value();
     let payment = db::payments::insert(
-        &mut tx,
+        conn,
         NewPayment {
             reference: &reference,
             user_id,
-            amount,
+            amount: valid.amount.value(),
             currency: valid.currency.code(),
             payment_method: valid.method.as_str(),
             customer_phone: valid.phone.as_str(),
@@ -300,34 +313,15 @@ pub async fn create_payment(
         },
     )
     .await?;
-    db::transactions::insert(
-        &mut tx,
-        NewTransaction {
-            payment_id: payment.id,
-            status: PaymentState::Initiated.as_str(),
-            source: "api",
-            provider_name: None,
-            provider_transaction_id: None,
-            amount,
-            currency: valid.currency.code(),
-            reason: None,
-        },
-    )
-    .await?;
-    let body = serde_json::to_value(Envelope {
+    tracing::info!(%reference, %user_id, "payment created");
+    let body = Envelope {
         success: true,
         message: "Payment created".to_owned(),
         data: Some(PaymentData {
             payment: PaymentView::new(payment, None),
         }),
-    })
-    .map_err(anyhow::Error::from)?;
-    if let Some(key) = &key {
-        db::idempotency::save(&mut tx, user_id, key, &request_hash, 201, &body).await?;
-    }
-    tx.commit().await?;
-    tracing::info!(%reference, %user_id, "payment created");
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    };
+    Ok(serde_json::to_value(body).map_err(anyhow::Error::from)?)
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -364,10 +358,9 @@ pub async fn get_payment(
     AuthUser(user_id): AuthUser,
     Path(reference): Path<String>,
 ) -> ApiResult {
-    let payment = db::payments::find_for_user(&state.pool, &reference, user_id)
+    let (payment, history) = db::payments::find_for_user(&state.pool, &reference, user_id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let history = db::transactions::list_for_payment(&state.pool, payment.id).await?;
     Ok(envelope::ok(
         "Payment retrieved",
         PaymentData {
