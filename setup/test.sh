@@ -15,5 +15,10 @@ echo "==> starting a throwaway PostgreSQL" >&2
 DATABASE_URL=$(bash setup/test-postgres.sh start "$work/pg")
 export DATABASE_URL
 
-echo "==> cargo test --workspace" >&2
-cargo test --workspace --locked "$@"
+if (($#)); then
+  cargo test --locked "$@"
+else
+  # --include-ignored: the end-to-end test of stackctl against the Docker engine too.
+  echo "==> cargo test --workspace (with the Docker end-to-end test)" >&2
+  cargo test --workspace --locked -- --include-ignored
+fi

@@ -1,13 +1,92 @@
 //! `stackctl`: stands up and operates the auth + payments stack.
 
-use clap::Parser;
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use clap::{Parser, Subcommand};
+
+mod certs;
+mod commands;
+mod config;
+mod docker;
+mod images;
+mod nginx;
+mod stack;
+mod state;
+mod ui;
 
 /// Stands up and runs the auth and payment services, their PostgreSQL databases and the nginx
-/// TLS edge on the local Docker engine.
+/// TLS edge on the local Docker engine, with no registry needed.
 #[derive(Parser)]
-#[command(name = "stackctl", version)]
-struct Cli {}
+#[command(
+    name = "stackctl",
+    version,
+    after_help = "Examples:\n  stackctl up                    start (or update) the whole stack\n  stackctl ps                    what runs, and whether it is healthy\n  stackctl logs auth -f          follow both auth instances\n  stackctl -f prod.toml config   the effective configuration of prod.toml\n  stackctl down                  stop and remove the containers, keep the data"
+)]
+struct Cli {
+    /// The stack's configuration file (give it before the command: `stackctl -f prod.toml up`).
+    #[arg(
+        short = 'f',
+        long = "file",
+        default_value = "stack.toml",
+        env = "STACKCTL_FILE"
+    )]
+    file: PathBuf,
+    /// Print only errors and data.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    Cli::parse();
+#[derive(Subcommand)]
+enum Command {
+    Up(commands::up::Args),
+    Down(commands::down::Args),
+    #[command(alias = "status")]
+    Ps(commands::ps::Args),
+    Logs(commands::logs::Args),
+    Certs(commands::certs::Args),
+    Secrets(commands::secrets::Args),
+    Config(commands::config::Args),
+    Completions(commands::completions::Args),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let explicit = cli.file != Path::new("stack.toml");
+    let ctx = commands::Ctx::new(cli.file, explicit, cli.quiet);
+    let result = match cli.command {
+        Command::Up(args) => commands::up::run(args, &ctx).await,
+        Command::Down(args) => commands::down::run(args, &ctx).await,
+        Command::Ps(args) => commands::ps::run(args, &ctx).await,
+        Command::Logs(args) => commands::logs::run(args, &ctx).await,
+        Command::Certs(args) => commands::certs::run(args, &ctx).await,
+        Command::Secrets(args) => commands::secrets::run(args, &ctx),
+        Command::Config(args) => commands::config::run(args, &ctx),
+        Command::Completions(args) => {
+            commands::completions::run::<Cli>(args);
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{} {e:#}", console::style("error:").bold().red());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

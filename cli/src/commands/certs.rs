@@ -1,0 +1,33 @@
+//! `stackctl certs [--force]`: the edge's certificate.
+
+use crate::{certs, docker::Engine, stack::PROXY};
+
+/// Create the self-signed certificate if missing or expiring within 30 days (or always, with
+/// --force) and print where it is and its fingerprint, for `curl --cacert`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Make a new certificate even if the current one is fine.
+    #[arg(long)]
+    force: bool,
+}
+
+pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
+    let config = ctx.config()?;
+    let _lock = ctx.state.lock()?;
+    let info = certs::ensure(&ctx.state, &config.tls.names, args.force)?;
+    println!("certificate: {}", info.cert_path.display());
+    println!("key:         {}", info.key_path.display());
+    println!("names:       {}", info.names.join(", "));
+    println!("expires:     {}", info.not_after.date());
+    println!("sha256:      {}", info.fingerprint);
+    if info.renewed {
+        // A running edge keeps serving the old certificate until it reloads.
+        if let Ok(engine) = Engine::connect().await
+            && engine.inspect(PROXY).await?.is_some()
+        {
+            crate::commands::up::reload_proxy(&engine).await?;
+            ctx.ui.step("nginx reloaded with the new certificate");
+        }
+    }
+    Ok(())
+}

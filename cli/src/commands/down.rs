@@ -1,0 +1,57 @@
+//! `stackctl down`: stops and removes the stack's containers.
+
+use crate::{
+    docker::{Engine, LABEL_SERVICE},
+    stack::{self, NETWORK},
+};
+
+/// Stop and remove the stack's containers and network. Data volumes are kept unless --volumes.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Also delete the databases' volumes (all data), after confirmation.
+    #[arg(long)]
+    volumes: bool,
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    yes: bool,
+}
+
+pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
+    let config = ctx.config()?;
+    let _lock = ctx.state.lock()?;
+    if args.volumes
+        && !args.yes
+        && !super::confirm(&format!(
+            "delete every container AND the data volumes of stack '{}'?",
+            config.project
+        ))?
+    {
+        anyhow::bail!("nothing was removed");
+    }
+    let engine = Engine::connect().await?;
+    let containers = engine.containers(&config.project).await?;
+    // The edge first, so nothing is routed to instances on their way out; databases last.
+    let order = ["nginx", "payments", "auth", "payments-db", "auth-db"];
+    for service in order {
+        for c in &containers {
+            let labels = c.labels.clone().unwrap_or_default();
+            if labels.get(LABEL_SERVICE).map(String::as_str) != Some(service) {
+                continue;
+            }
+            if let Some(name) = c.names.as_ref().and_then(|n| n.first()) {
+                let name = name.trim_start_matches('/');
+                ctx.ui.step(&format!("removing {name}"));
+                engine.remove(name, stack::STOP_GRACE).await?;
+            }
+        }
+    }
+    engine.remove_network(NETWORK, &config.project).await?;
+    if args.volumes {
+        for volume in engine.volumes(&config.project).await? {
+            ctx.ui.step(&format!("deleting volume {volume}"));
+            engine.remove_volume(&volume).await?;
+        }
+    }
+    ctx.ui.done();
+    Ok(())
+}

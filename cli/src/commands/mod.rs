@@ -1,0 +1,51 @@
+//! One module per subcommand: `Args` and `run`.
+
+use std::path::PathBuf;
+
+use crate::{config::StackConfig, state::StateDir, ui::Ui};
+
+pub mod certs;
+pub mod completions;
+pub mod config;
+pub mod down;
+pub mod logs;
+pub mod ps;
+pub mod secrets;
+pub mod up;
+
+/// What every command gets: where the configuration is, and the output.
+pub struct Ctx {
+    pub config_file: PathBuf,
+    explicit: bool,
+    pub state: StateDir,
+    pub ui: Ui,
+}
+
+impl Ctx {
+    pub fn new(config_file: PathBuf, explicit: bool, quiet: bool) -> Self {
+        Self {
+            state: StateDir::beside(&config_file),
+            config_file,
+            explicit,
+            ui: Ui::new(quiet),
+        }
+    }
+
+    /// The effective configuration; a bad file is an error that names the key.
+    pub fn config(&self) -> anyhow::Result<StackConfig> {
+        StackConfig::load(&self.config_file, self.explicit)
+    }
+}
+
+/// Asks `question` on the terminal; refuses when there is none, so scripts must pass `--yes`.
+pub fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("{question} needs confirmation: pass --yes to proceed without a terminal");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
+}

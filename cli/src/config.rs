@@ -1,0 +1,336 @@
+//! The stack's configuration: embedded defaults, then `stack.toml` (or `-f FILE`), then
+//! `STACKCTL_*` environment variables.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// Environment variables that override one key each (`STACKCTL_HTTP_PORT=8080`).
+const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("STACKCTL_PROJECT", "project"),
+    ("STACKCTL_HTTP_PORT", "ports.http"),
+    ("STACKCTL_HTTPS_PORT", "ports.https"),
+    ("STACKCTL_AUTH_DB_PORT", "ports.auth_db"),
+    ("STACKCTL_PAYMENTS_DB_PORT", "ports.payments_db"),
+    ("STACKCTL_AUTH_INSTANCES", "services.auth.instances"),
+    ("STACKCTL_PAYMENTS_INSTANCES", "services.payments.instances"),
+    (
+        "STACKCTL_RATE_LIMIT_PER_MINUTE",
+        "nginx.rate_limit_per_minute",
+    ),
+    ("STACKCTL_RATE_LIMIT_BURST", "nginx.rate_limit_burst"),
+    ("STACKCTL_BACKUP_DIR", "backup.dir"),
+    ("STACKCTL_BCRYPT_COST", "services.auth.bcrypt_cost"),
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StackConfig {
+    /// Name that labels the stack's containers, network and volumes.
+    pub project: String,
+    pub ports: Ports,
+    pub services: Services,
+    pub nginx: Nginx,
+    pub backup: Backup,
+    pub tls: Tls,
+    pub images: Images,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ports {
+    pub http: u16,
+    pub https: u16,
+    /// Published on 127.0.0.1 only.
+    pub auth_db: u16,
+    pub payments_db: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Services {
+    pub auth: AuthService,
+    pub payments: PaymentService,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthService {
+    pub instances: u32,
+    pub bcrypt_cost: u32,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentService {
+    pub instances: u32,
+    pub auth_cache_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Nginx {
+    pub rate_limit_per_minute: u32,
+    pub rate_limit_burst: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backup {
+    pub dir: PathBuf,
+    pub keep_days: u32,
+    pub cron: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// Subject alternative names of the self-signed certificate.
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Images {
+    /// Debian suite the base image is bootstrapped from.
+    pub debian_suite: String,
+    /// Debian mirror mmdebstrap downloads from (empty: mmdebstrap's default).
+    pub debian_mirror: String,
+}
+
+/// Most instances of one service `scale` and the configuration accept.
+pub const MAX_INSTANCES: u32 = 16;
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        Self {
+            project: "stackctl".to_owned(),
+            ports: Ports::default(),
+            services: Services::default(),
+            nginx: Nginx::default(),
+            backup: Backup::default(),
+            tls: Tls::default(),
+            images: Images::default(),
+        }
+    }
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Self {
+            http: 80,
+            https: 443,
+            auth_db: 5432,
+            payments_db: 5433,
+        }
+    }
+}
+
+impl Default for AuthService {
+    fn default() -> Self {
+        Self {
+            instances: 2,
+            bcrypt_cost: 12,
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+impl Default for PaymentService {
+    fn default() -> Self {
+        Self {
+            instances: 2,
+            auth_cache_secs: 5,
+        }
+    }
+}
+
+impl Default for Nginx {
+    fn default() -> Self {
+        Self {
+            rate_limit_per_minute: 100,
+            rate_limit_burst: 20,
+        }
+    }
+}
+
+impl Default for Backup {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("backups"),
+            keep_days: 7,
+            cron: "0 0 2 * * *".to_owned(),
+        }
+    }
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Self {
+            names: vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
+        }
+    }
+}
+
+impl Default for Images {
+    fn default() -> Self {
+        Self {
+            debian_suite: "bookworm".to_owned(),
+            debian_mirror: String::new(),
+        }
+    }
+}
+
+impl StackConfig {
+    /// Loads `path` when it exists (a missing default file means the defaults; a missing file
+    /// named with `-f` is an error), then applies the environment overrides and validates.
+    pub fn load(path: &Path, explicit: bool) -> anyhow::Result<Self> {
+        let mut table = if path.exists() {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            text.parse::<toml::Table>()
+                .with_context(|| format!("{} is not valid TOML", path.display()))?
+        } else if explicit {
+            bail!("configuration file {} does not exist", path.display());
+        } else {
+            toml::Table::new()
+        };
+        for (var, key) in ENV_OVERRIDES {
+            if let Ok(value) = std::env::var(var) {
+                set_key(&mut table, key, &value)
+                    .with_context(|| format!("environment variable {var}"))?;
+            }
+        }
+        let config: Self = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+        config
+            .validate()
+            .with_context(|| format!("invalid configuration in {}", path.display()))?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.project.is_empty()
+            || !self
+                .project
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            bail!("project: use lower-case letters, digits and '-' only");
+        }
+        for (key, n) in [
+            ("services.auth.instances", self.services.auth.instances),
+            (
+                "services.payments.instances",
+                self.services.payments.instances,
+            ),
+        ] {
+            if !(1..=MAX_INSTANCES).contains(&n) {
+                bail!("{key}: must be between 1 and {MAX_INSTANCES}, not {n}");
+            }
+        }
+        let ports = [
+            ("ports.http", self.ports.http),
+            ("ports.https", self.ports.https),
+            ("ports.auth_db", self.ports.auth_db),
+            ("ports.payments_db", self.ports.payments_db),
+        ];
+        for (i, (key, port)) in ports.iter().enumerate() {
+            if *port == 0 {
+                bail!("{key}: must be a port number from 1 to 65535");
+            }
+            if let Some((other, _)) = ports[..i].iter().find(|(_, p)| p == port) {
+                bail!("{key}: port {port} is already used by {other}");
+            }
+        }
+        if !(10..=31).contains(&self.services.auth.bcrypt_cost) {
+            bail!("services.auth.bcrypt_cost: must be between 10 and 31");
+        }
+        if self.services.payments.auth_cache_secs > 30 {
+            bail!("services.payments.auth_cache_secs: must be at most 30");
+        }
+        if self.nginx.rate_limit_per_minute == 0 {
+            bail!("nginx.rate_limit_per_minute: must be at least 1");
+        }
+        if self.tls.names.is_empty() {
+            bail!("tls.names: give at least one name, e.g. [\"localhost\"]");
+        }
+        if self.backup.keep_days == 0 {
+            bail!("backup.keep_days: must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Sets a dotted `key` in `table`, parsing `value` as a TOML value (a bare word is a string).
+fn set_key(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Result<()> {
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().context("empty key")?;
+    let mut current = table;
+    for part in parts {
+        current = current
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .with_context(|| format!("{part} is not a table"))?;
+    }
+    current.insert(last.to_owned(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> anyhow::Result<StackConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stack.toml");
+        std::fs::write(&path, text).unwrap();
+        StackConfig::load(&path, true)
+    }
+
+    #[test]
+    fn missing_default_file_means_defaults() {
+        let config = StackConfig::load(Path::new("/nonexistent/stack.toml"), false).unwrap();
+        assert_eq!(config, StackConfig::default());
+        assert!(StackConfig::load(Path::new("/nonexistent/stack.toml"), true).is_err());
+    }
+
+    #[test]
+    fn file_values_override_defaults() {
+        let config = load("[ports]\nhttp = 8080\n[services.auth]\ninstances = 3\n").unwrap();
+        assert_eq!(config.ports.http, 8080);
+        assert_eq!(config.ports.https, 443);
+        assert_eq!(config.services.auth.instances, 3);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (text, key) in [
+            ("[ports]\nhtp = 80\n", "htp"),
+            (
+                "[services.auth]\ninstances = 0\n",
+                "services.auth.instances",
+            ),
+            ("[ports]\nhttp = \"eighty\"\n", "http"),
+            ("[ports]\nhttp = 443\n", "ports.http"),
+            (
+                "[nginx]\nrate_limit_per_minute = 0\n",
+                "nginx.rate_limit_per_minute",
+            ),
+        ] {
+            let err = format!("{:#}", load(text).unwrap_err());
+            assert!(err.contains(key), "{text:?}: {err}");
+        }
+    }
+}

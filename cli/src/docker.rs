@@ -1,0 +1,443 @@
+//! Every Docker Engine call stackctl makes, through bollard. Containers, networks and volumes
+//! are found by the stack's labels, so nothing that is not the stack's is ever touched.
+
+use std::{collections::HashMap, path::Path, time::Duration};
+
+use anyhow::{Context, bail};
+use bollard::{
+    Docker, body_full, body_stream,
+    errors::Error as DockerError,
+    exec::{CreateExecOptions, StartExecOptions, StartExecResults},
+    models::{
+        ContainerCreateBody, ContainerInspectResponse, ContainerSummary, HealthStatusEnum,
+        NetworkCreateRequest, VolumeCreateRequest,
+    },
+    query_parameters::{
+        BuildImageOptions, CreateContainerOptions, CreateImageOptions, InspectContainerOptions,
+        ListContainersOptions, ListNetworksOptions, ListVolumesOptions, LogsOptions,
+        RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions,
+    },
+};
+use futures_util::{Stream, StreamExt, TryStreamExt};
+
+pub const LABEL_PROJECT: &str = "stackctl.project";
+pub const LABEL_SERVICE: &str = "stackctl.service";
+pub const LABEL_INSTANCE: &str = "stackctl.instance";
+pub const LABEL_CONFIG_HASH: &str = "stackctl.config-hash";
+
+pub struct Engine {
+    docker: Docker,
+}
+
+/// What a container's health check last said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Healthy,
+    Starting,
+    Unhealthy,
+    /// Not running at all (exited, dead, created).
+    Down,
+}
+
+impl Engine {
+    /// Connects to `DOCKER_HOST` or the local socket and checks the daemon answers.
+    pub async fn connect() -> anyhow::Result<Self> {
+        let target = std::env::var("DOCKER_HOST")
+            .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned());
+        let hint = || {
+            format!(
+                "cannot reach Docker at {target} (is the daemon running, and may this user use it? check DOCKER_HOST)"
+            )
+        };
+        let docker = Docker::connect_with_defaults().with_context(hint)?;
+        let docker = docker
+            .with_timeout(Duration::from_secs(600))
+            .negotiate_version()
+            .await
+            .with_context(hint)?;
+        docker.ping().await.with_context(hint)?;
+        Ok(Self { docker })
+    }
+
+    pub async fn image_exists(&self, tag: &str) -> anyhow::Result<bool> {
+        match self.docker.inspect_image(tag).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("inspect image {tag}")),
+        }
+    }
+
+    /// Size in bytes of a local image.
+    pub async fn image_size(&self, tag: &str) -> anyhow::Result<i64> {
+        let image = self
+            .docker
+            .inspect_image(tag)
+            .await
+            .with_context(|| format!("inspect image {tag}"))?;
+        Ok(image.size.unwrap_or_default())
+    }
+
+    /// `docker import`: a root file system tarball becomes image `repo:tag`.
+    pub async fn import_rootfs(&self, tarball: &Path, repo: &str, tag: &str) -> anyhow::Result<()> {
+        let file = tokio::fs::File::open(tarball)
+            .await
+            .with_context(|| format!("open {}", tarball.display()))?;
+        let chunks = futures_util::stream::unfold(file, |mut file| async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 1 << 20];
+            match file.read(&mut buf).await {
+                Ok(0) | Err(_) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((bytes::Bytes::from(buf), file))
+                }
+            }
+        });
+        let options = CreateImageOptions {
+            from_src: Some("-".to_owned()),
+            repo: Some(repo.to_owned()),
+            tag: Some(tag.to_owned()),
+            ..Default::default()
+        };
+        self.docker
+            .create_image(Some(options), Some(body_stream(chunks)), None)
+            .try_collect::<Vec<_>>()
+            .await
+            .with_context(|| format!("import {} as {repo}:{tag}", tarball.display()))?;
+        Ok(())
+    }
+
+    /// Builds `tag` with the classic builder from a tar build context. `progress` gets each
+    /// line the build prints.
+    pub async fn build_image_with_args(
+        &self,
+        context_tar: Vec<u8>,
+        tag: &str,
+        labels: HashMap<String, String>,
+        build_args: HashMap<String, String>,
+        mut progress: impl FnMut(&str),
+    ) -> anyhow::Result<()> {
+        let options = BuildImageOptions {
+            dockerfile: "Dockerfile".to_owned(),
+            t: Some(tag.to_owned()),
+            rm: true,
+            forcerm: true,
+            labels: Some(labels),
+            buildargs: Some(build_args),
+            ..Default::default()
+        };
+        let mut stream =
+            self.docker
+                .build_image(options, None, Some(body_full(context_tar.into())));
+        while let Some(item) = stream.next().await {
+            let info = item.with_context(|| format!("build image {tag}"))?;
+            if let Some(line) = info
+                .stream
+                .as_deref()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+            {
+                progress(line);
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the network unless it exists; refuses one that is not the stack's.
+    pub async fn ensure_network(&self, name: &str, project: &str) -> anyhow::Result<()> {
+        let filters = HashMap::from([("name".to_owned(), vec![name.to_owned()])]);
+        let existing = self
+            .docker
+            .list_networks(Some(ListNetworksOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .context("list networks")?;
+        if let Some(net) = existing.iter().find(|n| n.name.as_deref() == Some(name)) {
+            if owned_by(net.labels.as_ref(), project) {
+                return Ok(());
+            }
+            bail!("a network named {name} exists and is not this stack's; remove or rename it");
+        }
+        self.docker
+            .create_network(NetworkCreateRequest {
+                name: name.to_owned(),
+                driver: Some("bridge".to_owned()),
+                labels: Some(project_labels(project)),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("create network {name}"))?;
+        Ok(())
+    }
+
+    pub async fn ensure_volume(&self, name: &str, project: &str) -> anyhow::Result<()> {
+        match self.docker.inspect_volume(name).await {
+            Ok(volume) if owned_by(Some(&volume.labels), project) => Ok(()),
+            Ok(_) => bail!("a volume named {name} exists and is not this stack's"),
+            Err(e) if is_not_found(&e) => {
+                self.docker
+                    .create_volume(VolumeCreateRequest {
+                        name: Some(name.to_owned()),
+                        labels: Some(project_labels(project)),
+                        ..Default::default()
+                    })
+                    .await
+                    .with_context(|| format!("create volume {name}"))?;
+                Ok(())
+            }
+            Err(e) => Err(e).with_context(|| format!("inspect volume {name}")),
+        }
+    }
+
+    /// The stack's containers, running or not.
+    pub async fn containers(&self, project: &str) -> anyhow::Result<Vec<ContainerSummary>> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_PROJECT}={project}")],
+        )]);
+        self.docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .context("list containers")
+    }
+
+    /// The container with this name, if any (the stack's or not).
+    pub async fn inspect(&self, name: &str) -> anyhow::Result<Option<ContainerInspectResponse>> {
+        match self
+            .docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(c) => Ok(Some(c)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("inspect container {name}")),
+        }
+    }
+
+    pub async fn create_and_start(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+    ) -> anyhow::Result<()> {
+        self.docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.to_owned()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .with_context(|| format!("create container {name}"))?;
+        self.docker
+            .start_container(name, None)
+            .await
+            .with_context(|| format!("start container {name}"))
+    }
+
+    /// Stops (SIGTERM, then SIGKILL after `grace`) and removes a container.
+    pub async fn remove(&self, name: &str, grace: Duration) -> anyhow::Result<()> {
+        let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        match self
+            .docker
+            .stop_container(
+                name,
+                Some(StopContainerOptions {
+                    t: Some(secs),
+                    signal: None,
+                }),
+            )
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) || is_not_modified(&e) => {}
+            Err(e) => return Err(e).with_context(|| format!("stop container {name}")),
+        }
+        match self
+            .docker
+            .remove_container(
+                name,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("remove container {name}")),
+        }
+    }
+
+    pub async fn health(&self, name: &str) -> anyhow::Result<Health> {
+        let Some(c) = self.inspect(name).await? else {
+            return Ok(Health::Down);
+        };
+        let state = c.state.unwrap_or_default();
+        if state.running != Some(true) {
+            return Ok(Health::Down);
+        }
+        Ok(match state.health.and_then(|h| h.status) {
+            Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
+            Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
+            _ => Health::Starting,
+        })
+    }
+
+    /// Runs `cmd` in the container and returns its exit code and combined output.
+    pub async fn exec(&self, name: &str, cmd: &[&str]) -> anyhow::Result<(i64, String)> {
+        let exec = self
+            .docker
+            .create_exec(
+                name,
+                CreateExecOptions {
+                    cmd: Some(cmd.iter().map(|s| (*s).to_owned()).collect()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await
+            .with_context(|| format!("exec in {name}"))?;
+        let mut out = String::new();
+        if let StartExecResults::Attached { mut output, .. } = self
+            .docker
+            .start_exec(&exec.id, None::<StartExecOptions>)
+            .await
+            .with_context(|| format!("exec in {name}"))?
+        {
+            while let Some(chunk) = output.next().await {
+                out.push_str(
+                    &chunk
+                        .with_context(|| format!("exec output from {name}"))?
+                        .to_string(),
+                );
+            }
+        }
+        let code = self
+            .docker
+            .inspect_exec(&exec.id)
+            .await
+            .with_context(|| format!("exec in {name}"))?
+            .exit_code
+            .unwrap_or(-1);
+        Ok((code, out))
+    }
+
+    /// A container's log lines (stdout and stderr).
+    pub fn logs(
+        &self,
+        name: &str,
+        follow: bool,
+        tail: Option<u64>,
+        since: Option<i64>,
+    ) -> impl Stream<Item = anyhow::Result<String>> + use<> {
+        let options = LogsOptions {
+            follow,
+            stdout: true,
+            stderr: true,
+            tail: tail.map_or_else(|| "all".to_owned(), |n| n.to_string()),
+            since: since.and_then(|s| i32::try_from(s).ok()).unwrap_or(0),
+            ..Default::default()
+        };
+        let name = name.to_owned();
+        self.docker.logs(&name, Some(options)).map(move |item| {
+            item.map(|chunk| chunk.to_string())
+                .with_context(|| format!("logs of {name}"))
+        })
+    }
+
+    /// The last `n` log lines of a container, for error reports.
+    pub async fn last_lines(&self, name: &str, n: u64) -> String {
+        let lines: Vec<String> = self
+            .logs(name, false, Some(n), None)
+            .filter_map(|l| async move { l.ok() })
+            .collect()
+            .await;
+        lines.concat()
+    }
+
+    /// The stack's volumes.
+    pub async fn volumes(&self, project: &str) -> anyhow::Result<Vec<String>> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_PROJECT}={project}")],
+        )]);
+        let list = self
+            .docker
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .context("list volumes")?;
+        Ok(list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect())
+    }
+
+    pub async fn remove_volume(&self, name: &str) -> anyhow::Result<()> {
+        match self
+            .docker
+            .remove_volume(name, Some(RemoveVolumeOptions { force: false }))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("remove volume {name}")),
+        }
+    }
+
+    /// Removes the network if it is the stack's.
+    pub async fn remove_network(&self, name: &str, project: &str) -> anyhow::Result<()> {
+        match self.docker.inspect_network(name, None).await {
+            Ok(net) if owned_by(net.labels.as_ref(), project) => self
+                .docker
+                .remove_network(name)
+                .await
+                .with_context(|| format!("remove network {name}")),
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("inspect network {name}")),
+        }
+    }
+}
+
+pub fn project_labels(project: &str) -> HashMap<String, String> {
+    HashMap::from([(LABEL_PROJECT.to_owned(), project.to_owned())])
+}
+
+fn owned_by(labels: Option<&HashMap<String, String>>, project: &str) -> bool {
+    labels
+        .and_then(|l| l.get(LABEL_PROJECT))
+        .is_some_and(|p| p == project)
+}
+
+fn is_not_found(e: &DockerError) -> bool {
+    matches!(
+        e,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+fn is_not_modified(e: &DockerError) -> bool {
+    matches!(
+        e,
+        DockerError::DockerResponseServerError {
+            status_code: 304,
+            ..
+        }
+    )
+}

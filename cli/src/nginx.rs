@@ -1,0 +1,99 @@
+//! The edge's site configuration, rendered from `templates/nginx/site.conf.j2`.
+
+use anyhow::Context;
+use minijinja::{Environment, UndefinedBehavior, context};
+
+use crate::config::StackConfig;
+
+/// The template, embedded so the binary works from any folder.
+pub const SITE_TEMPLATE: &str = include_str!("../../templates/nginx/site.conf.j2");
+
+/// Renders the site for these instances (container names).
+pub fn render_site(
+    template: &str,
+    config: &StackConfig,
+    auth_instances: &[String],
+    payment_instances: &[String],
+) -> anyhow::Result<String> {
+    let mut env = Environment::new();
+    // A misspelt variable fails the render instead of becoming an empty string.
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.add_template("site.conf", template)
+        .context("nginx site template does not parse")?;
+    let https_port_suffix = if config.ports.https == 443 {
+        String::new()
+    } else {
+        format!(":{}", config.ports.https)
+    };
+    // Long enough for the bucket to have room again.
+    let retry_after_secs = 60_u32.div_ceil(config.nginx.rate_limit_per_minute).max(1);
+    env.get_template("site.conf")?
+        .render(context! {
+            auth_instances => auth_instances.to_vec(),
+            payment_instances => payment_instances.to_vec(),
+            rate_limit_per_minute => config.nginx.rate_limit_per_minute,
+            rate_limit_burst => config.nginx.rate_limit_burst,
+            https_port_suffix,
+            retry_after_secs,
+        })
+        .context("render nginx site template")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(prefix: &str, n: u32) -> Vec<String> {
+        (1..=n).map(|i| format!("{prefix}{i}")).collect()
+    }
+
+    #[test]
+    fn upstreams_list_exactly_the_instances() {
+        let config = StackConfig::default();
+        let site = render_site(
+            SITE_TEMPLATE,
+            &config,
+            &names("app_a", 3),
+            &names("app_b", 1),
+        )
+        .unwrap();
+        let servers: Vec<&str> = site
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("server app_"))
+            .collect();
+        assert_eq!(
+            servers,
+            [
+                "server app_a1:3000 max_fails=3 fail_timeout=10s;",
+                "server app_a2:3000 max_fails=3 fail_timeout=10s;",
+                "server app_a3:3000 max_fails=3 fail_timeout=10s;",
+                "server app_b1:4000 max_fails=3 fail_timeout=10s;",
+            ]
+        );
+        assert!(site.contains("rate=100r/m"));
+        assert!(site.contains("burst=20 nodelay"));
+        assert!(site.contains("return 301 https://$host$request_uri;"));
+    }
+
+    #[test]
+    fn non_default_https_port_is_kept_in_the_redirect() {
+        let mut config = StackConfig::default();
+        config.ports.https = 8443;
+        let site = render_site(
+            SITE_TEMPLATE,
+            &config,
+            &names("app_a", 1),
+            &names("app_b", 1),
+        )
+        .unwrap();
+        assert!(site.contains("return 301 https://$host:8443$request_uri;"));
+    }
+
+    #[test]
+    fn a_broken_template_is_an_error_not_an_empty_value() {
+        let config = StackConfig::default();
+        assert!(render_site("{{ no_such_value }}", &config, &[], &[]).is_err());
+        assert!(render_site("{% for %}", &config, &[], &[]).is_err());
+    }
+}

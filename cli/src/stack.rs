@@ -1,0 +1,451 @@
+//! The stack's containers as data: what should run (planned from the configuration), and the
+//! reconciliation that makes the engine match it.
+
+use std::{collections::HashMap, path::Path, time::Duration};
+
+use anyhow::{Context, bail};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkingConfig, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum,
+};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    config::StackConfig,
+    docker::{Engine, Health, LABEL_CONFIG_HASH, LABEL_INSTANCE, LABEL_PROJECT, LABEL_SERVICE},
+    images::ImageSet,
+    state::Secrets,
+    ui::Ui,
+};
+
+pub const NETWORK: &str = "app-network";
+pub const PROXY: &str = "nginx-proxy";
+/// Network alias every auth instance answers to: payment instances reach auth through it.
+pub const AUTH_ALIAS: &str = "auth-svc";
+const SECOND: i64 = 1_000_000_000;
+/// How long `up` waits for a group of containers to become healthy.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(180);
+/// Time a leaving service instance gets to finish in-flight requests.
+pub const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// The stack's services as `scale`, `logs` and `restart` name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Service {
+    Auth,
+    Payments,
+    AuthDb,
+    PaymentsDb,
+    Nginx,
+}
+
+impl Service {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Auth => "auth",
+            Self::Payments => "payments",
+            Self::AuthDb => "auth-db",
+            Self::PaymentsDb => "payments-db",
+            Self::Nginx => "nginx",
+        }
+    }
+
+    /// Instance container names for `n` instances of an application service.
+    pub fn instance_names(self, n: u32) -> Vec<String> {
+        let prefix = match self {
+            Self::Auth => "app_a",
+            Self::Payments => "app_b",
+            _ => return vec![self.label().to_owned()],
+        };
+        (1..=n).map(|i| format!("{prefix}{i}")).collect()
+    }
+}
+
+/// One container as it should be.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub name: String,
+    pub service: Service,
+    pub body: ContainerCreateBody,
+    pub hash: String,
+}
+
+/// The containers of the stack in start order: databases, auth, payments, edge.
+pub struct Plan {
+    pub groups: Vec<Vec<Spec>>,
+}
+
+impl Plan {
+    pub fn new(
+        config: &StackConfig,
+        images: &ImageSet,
+        secrets: &Secrets,
+        state_root: &Path,
+    ) -> anyhow::Result<Self> {
+        let p = &config.project;
+        let auth_db = database(
+            p,
+            Service::AuthDb,
+            &images.postgres,
+            "auth",
+            &secrets.auth_db_password,
+            "nest",
+            config.ports.auth_db,
+        );
+        let payments_db = database(
+            p,
+            Service::PaymentsDb,
+            &images.postgres,
+            "payments",
+            &secrets.payments_db_password,
+            "payments",
+            config.ports.payments_db,
+        );
+        let auth_env = vec![
+            format!(
+                "DATABASE_URL=postgres://auth:{}@auth-db:5432/nest",
+                secrets.auth_db_password
+            ),
+            format!("JWT_SECRET={}", secrets.jwt_secret),
+            "PORT=3000".to_owned(),
+            format!("BCRYPT_COST={}", config.services.auth.bcrypt_cost),
+            format!(
+                "ACCESS_TOKEN_TTL_SECS={}",
+                config.services.auth.access_token_ttl_secs
+            ),
+            format!(
+                "REFRESH_TOKEN_TTL_SECS={}",
+                config.services.auth.refresh_token_ttl_secs
+            ),
+        ];
+        let auth = Service::Auth
+            .instance_names(config.services.auth.instances)
+            .into_iter()
+            .map(|name| {
+                app(
+                    p,
+                    Service::Auth,
+                    &name,
+                    &images.auth,
+                    auth_env.clone(),
+                    3000,
+                )
+            })
+            .collect();
+        let pay_env = vec![
+            format!(
+                "DATABASE_URL=postgres://payments:{}@payments-db:5432/payments",
+                secrets.payments_db_password
+            ),
+            format!("WEBHOOK_SECRET={}", secrets.webhook_secret),
+            format!("AUTH_SERVICE_URL=http://{AUTH_ALIAS}:3000"),
+            "PORT=4000".to_owned(),
+            format!(
+                "AUTH_CACHE_SECS={}",
+                config.services.payments.auth_cache_secs
+            ),
+        ];
+        let payments = Service::Payments
+            .instance_names(config.services.payments.instances)
+            .into_iter()
+            .map(|name| {
+                app(
+                    p,
+                    Service::Payments,
+                    &name,
+                    &images.payments,
+                    pay_env.clone(),
+                    4000,
+                )
+            })
+            .collect();
+        let edge = proxy(config, &images.nginx, state_root)?;
+        Ok(Self {
+            groups: vec![vec![auth_db, payments_db], auth, payments, vec![edge]],
+        })
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.groups
+            .iter()
+            .flatten()
+            .map(|s| s.name.as_str())
+            .collect()
+    }
+}
+
+fn labels(project: &str, service: Service, instance: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_PROJECT.to_owned(), project.to_owned()),
+        (LABEL_SERVICE.to_owned(), service.label().to_owned()),
+        (LABEL_INSTANCE.to_owned(), instance.to_owned()),
+    ])
+}
+
+fn health(test: &[&str], retries: i64, start_period_secs: i64) -> HealthConfig {
+    HealthConfig {
+        test: Some(test.iter().map(|s| (*s).to_owned()).collect()),
+        interval: Some(2 * SECOND),
+        timeout: Some(3 * SECOND),
+        retries: Some(retries),
+        start_period: Some(start_period_secs * SECOND),
+        start_interval: None,
+    }
+}
+
+fn network(aliases: Vec<String>) -> NetworkingConfig {
+    NetworkingConfig {
+        endpoints_config: Some(HashMap::from([(
+            NETWORK.to_owned(),
+            EndpointSettings {
+                aliases: Some(aliases),
+                ..Default::default()
+            },
+        )])),
+    }
+}
+
+fn publish(
+    container_port: u16,
+    host_ip: &str,
+    host_port: u16,
+) -> (String, Option<Vec<PortBinding>>) {
+    (
+        format!("{container_port}/tcp"),
+        Some(vec![PortBinding {
+            host_ip: Some(host_ip.to_owned()),
+            host_port: Some(host_port.to_string()),
+        }]),
+    )
+}
+
+fn restart() -> Option<RestartPolicy> {
+    Some(RestartPolicy {
+        name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+        maximum_retry_count: None,
+    })
+}
+
+pub fn volume_name(project: &str, service: Service) -> String {
+    format!("{project}_{}-data", service.label())
+}
+
+fn database(
+    project: &str,
+    service: Service,
+    image: &str,
+    user: &str,
+    password: &str,
+    db: &str,
+    host_port: u16,
+) -> Spec {
+    let name = service.label().to_owned();
+    let body = ContainerCreateBody {
+        image: Some(image.to_owned()),
+        hostname: Some(name.clone()),
+        env: Some(vec![
+            format!("POSTGRES_USER={user}"),
+            format!("POSTGRES_PASSWORD={password}"),
+            format!("POSTGRES_DB={db}"),
+        ]),
+        labels: Some(labels(project, service, &name)),
+        exposed_ports: Some(vec!["5432/tcp".to_owned()]),
+        healthcheck: Some(health(
+            &["CMD", "pg_isready", "-h", "127.0.0.1", "-U", user, "-d", db],
+            30,
+            60,
+        )),
+        host_config: Some(HostConfig {
+            binds: Some(vec![format!(
+                "{}:/var/lib/postgresql/data",
+                volume_name(project, service)
+            )]),
+            port_bindings: Some(HashMap::from([publish(5432, "127.0.0.1", host_port)])),
+            restart_policy: restart(),
+            ..Default::default()
+        }),
+        networking_config: Some(network(vec![name.clone()])),
+        ..Default::default()
+    };
+    finish(name, service, body)
+}
+
+fn app(
+    project: &str,
+    service: Service,
+    name: &str,
+    image: &str,
+    mut env: Vec<String>,
+    port: u16,
+) -> Spec {
+    env.push("RUST_LOG=info".to_owned());
+    let mut aliases = vec![name.to_owned()];
+    if service == Service::Auth {
+        aliases.push(AUTH_ALIAS.to_owned());
+    }
+    let body = ContainerCreateBody {
+        image: Some(image.to_owned()),
+        hostname: Some(name.to_owned()),
+        env: Some(env),
+        labels: Some(labels(project, service, name)),
+        exposed_ports: Some(vec![format!("{port}/tcp")]),
+        healthcheck: Some(health(&["CMD", "/service", "healthcheck"], 3, 30)),
+        stop_timeout: Some(i64::try_from(STOP_GRACE.as_secs()).unwrap_or(15)),
+        host_config: Some(HostConfig {
+            restart_policy: restart(),
+            // Nothing in a service image is written at run time.
+            readonly_rootfs: Some(true),
+            cap_drop: Some(vec!["ALL".to_owned()]),
+            security_opt: Some(vec!["no-new-privileges".to_owned()]),
+            ..Default::default()
+        }),
+        networking_config: Some(network(aliases)),
+        ..Default::default()
+    };
+    finish(name.to_owned(), service, body)
+}
+
+fn proxy(config: &StackConfig, image: &str, state_root: &Path) -> anyhow::Result<Spec> {
+    let root = std::fs::canonicalize(state_root)
+        .with_context(|| format!("resolve {}", state_root.display()))?;
+    let body = ContainerCreateBody {
+        image: Some(image.to_owned()),
+        hostname: Some(PROXY.to_owned()),
+        labels: Some(labels(&config.project, Service::Nginx, PROXY)),
+        exposed_ports: Some(vec!["80/tcp".to_owned(), "443/tcp".to_owned()]),
+        healthcheck: Some(health(
+            &["CMD", "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/443"],
+            5,
+            10,
+        )),
+        host_config: Some(HostConfig {
+            binds: Some(vec![
+                format!("{}:/etc/nginx/conf.d:ro", root.join("nginx").display()),
+                format!("{}:/etc/nginx/tls:ro", root.join("tls").display()),
+            ]),
+            port_bindings: Some(HashMap::from([
+                publish(80, "0.0.0.0", config.ports.http),
+                publish(443, "0.0.0.0", config.ports.https),
+            ])),
+            restart_policy: restart(),
+            ..Default::default()
+        }),
+        networking_config: Some(network(vec![PROXY.to_owned()])),
+        ..Default::default()
+    };
+    Ok(finish(PROXY.to_owned(), Service::Nginx, body))
+}
+
+/// Labels the body with the hash of everything else in it.
+fn finish(name: String, service: Service, mut body: ContainerCreateBody) -> Spec {
+    let json = serde_json::to_vec(&body).unwrap_or_default();
+    let hash = hex::encode(&Sha256::digest(&json)[..8]);
+    if let Some(labels) = body.labels.as_mut() {
+        labels.insert(LABEL_CONFIG_HASH.to_owned(), hash.clone());
+    }
+    Spec {
+        name,
+        service,
+        body,
+        hash,
+    }
+}
+
+/// What reconciling one container did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Kept,
+    Started,
+    Created,
+    Recreated,
+}
+
+/// Makes the container match its spec: kept when its hash matches, recreated when not.
+pub async fn reconcile(engine: &Engine, project: &str, spec: &Spec) -> anyhow::Result<Outcome> {
+    match engine.inspect(&spec.name).await? {
+        None => {
+            engine
+                .create_and_start(&spec.name, spec.body.clone())
+                .await?;
+            Ok(Outcome::Created)
+        }
+        Some(existing) => {
+            let labels = existing
+                .config
+                .as_ref()
+                .and_then(|c| c.labels.clone())
+                .unwrap_or_default();
+            if labels.get(LABEL_PROJECT).map(String::as_str) != Some(project) {
+                bail!(
+                    "a container named {} exists and is not this stack's; remove or rename it",
+                    spec.name
+                );
+            }
+            if labels.get(LABEL_CONFIG_HASH) == Some(&spec.hash) {
+                let running = existing.state.and_then(|s| s.running).unwrap_or(false);
+                if running {
+                    return Ok(Outcome::Kept);
+                }
+                engine.remove(&spec.name, STOP_GRACE).await?;
+                engine
+                    .create_and_start(&spec.name, spec.body.clone())
+                    .await?;
+                return Ok(Outcome::Started);
+            }
+            engine.remove(&spec.name, STOP_GRACE).await?;
+            engine
+                .create_and_start(&spec.name, spec.body.clone())
+                .await?;
+            Ok(Outcome::Recreated)
+        }
+    }
+}
+
+/// Waits until every named container is healthy; on failure names it and shows its last logs.
+pub async fn wait_healthy(engine: &Engine, names: &[String], ui: &Ui) -> anyhow::Result<()> {
+    let spinner = ui.spinner(&format!("waiting for {} to be healthy", names.join(", ")));
+    let deadline = tokio::time::Instant::now() + HEALTH_TIMEOUT;
+    let mut pending: Vec<&String> = names.iter().collect();
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for name in pending {
+            match engine.health(name).await? {
+                Health::Healthy => {}
+                Health::Starting => still.push(name),
+                state @ (Health::Unhealthy | Health::Down) => {
+                    spinner.finish_and_clear();
+                    return Err(
+                        unhealthy(engine, name, &format!("{state:?}").to_lowercase()).await,
+                    );
+                }
+            }
+        }
+        pending = still;
+        if pending.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            spinner.finish_and_clear();
+            let name = pending[0];
+            return Err(unhealthy(engine, name, "still starting after 180 s").await);
+        }
+        spinner.set_message(format!(
+            "waiting for {}",
+            pending
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    spinner.finish_and_clear();
+    Ok(())
+}
+
+async fn unhealthy(engine: &Engine, name: &str, state: &str) -> anyhow::Error {
+    let logs = engine.last_lines(name, 30).await;
+    anyhow::anyhow!(
+        "container {name} is {state}; its last log lines:\n{}\n(see all with: stackctl logs)",
+        logs.trim_end()
+    )
+}

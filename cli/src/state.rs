@@ -1,0 +1,199 @@
+//! `.stackctl/`: what stackctl generates and keeps beside the configuration (secrets,
+//! certificate, rendered nginx configuration) and the lock against concurrent runs.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::Write,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, bail};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use serde::{Deserialize, Serialize};
+
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// Generated once and kept: the stack's credentials.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Secrets {
+    pub jwt_secret: String,
+    pub webhook_secret: String,
+    pub auth_db_password: String,
+    pub payments_db_password: String,
+}
+
+impl Secrets {
+    fn generate() -> Self {
+        Self {
+            jwt_secret: random_secret(48),
+            webhook_secret: random_secret(32),
+            auth_db_password: random_secret(24),
+            payments_db_password: random_secret(24),
+        }
+    }
+
+    /// Name and value of each secret, for `secrets show`.
+    pub fn entries(&self) -> [(&'static str, &str); 4] {
+        [
+            ("jwt_secret", &self.jwt_secret),
+            ("webhook_secret", &self.webhook_secret),
+            ("auth_db_password", &self.auth_db_password),
+            ("payments_db_password", &self.payments_db_password),
+        ]
+    }
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets(***)")
+    }
+}
+
+fn random_secret(bytes: usize) -> String {
+    let raw: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// Held while a command changes the stack; released on drop.
+pub struct Lock {
+    _file: File,
+}
+
+impl StateDir {
+    /// `.stackctl/` beside the configuration file.
+    pub fn beside(config_file: &Path) -> Self {
+        let dir = config_file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Self {
+            root: dir.join(".stackctl"),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Creates the folder (0700: it holds secrets).
+    pub fn ensure(&self) -> anyhow::Result<()> {
+        fs::create_dir_all(&self.root)
+            .with_context(|| format!("cannot create {}", self.root.display()))?;
+        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict {}", self.root.display()))
+    }
+
+    /// Takes the lock, or says who to wait for.
+    pub fn lock(&self) -> anyhow::Result<Lock> {
+        self.ensure()?;
+        let path = self.path("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Lock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "another stackctl command is changing this stack (lock {}); wait for it to finish",
+                path.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
+
+    /// The stack's secrets, generated and written (0600) on first use.
+    pub fn secrets(&self) -> anyhow::Result<Secrets> {
+        let path = self.path("secrets.json");
+        if path.exists() {
+            let text = fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            return serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{} is damaged; restore it from a copy (deleting it makes new secrets that the existing databases will not accept)",
+                    path.display()
+                )
+            });
+        }
+        self.ensure()?;
+        let secrets = Secrets::generate();
+        write_private(&path, serde_json::to_string_pretty(&secrets)?.as_bytes())?;
+        Ok(secrets)
+    }
+
+    /// The secrets if they were generated already.
+    pub fn existing_secrets(&self) -> anyhow::Result<Option<Secrets>> {
+        if self.path("secrets.json").exists() {
+            self.secrets().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// Writes a file readable by its owner only, atomically (temporary file, then rename).
+pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    write_with_mode(path, contents, 0o600)
+}
+
+/// Writes a file atomically with the given mode.
+pub fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_generated_once_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::beside(&dir.path().join("stack.toml"));
+        assert!(state.existing_secrets().unwrap().is_none());
+        let first = state.secrets().unwrap();
+        let again = state.secrets().unwrap();
+        assert_eq!(first.jwt_secret, again.jwt_secret);
+        assert!(first.jwt_secret.len() >= 32);
+        let mode = fs::metadata(state.path("secrets.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!format!("{first:?}").contains(&first.jwt_secret));
+    }
+
+    #[test]
+    fn second_lock_is_refused_while_the_first_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::beside(&dir.path().join("stack.toml"));
+        let held = state.lock().unwrap();
+        assert!(state.lock().is_err());
+        drop(held);
+        assert!(state.lock().is_ok());
+    }
+}

@@ -1,0 +1,414 @@
+//! `stackctl` end to end against this machine's Docker engine: bad input first, then `up`, the
+//! whole API over HTTPS through nginx, `ps`, `logs`, a second `up`, `down`/`up` keeping data, the
+//! rate limit, and `down --volumes`. Slow (it builds images), so it is ignored by default:
+//! `cargo test -p stackctl --test e2e -- --ignored` (setup/test.sh runs it).
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+const BIN: &str = env!("CARGO_BIN_EXE_stackctl");
+const CONFIG: &str = r#"project = "e2e"
+[ports]
+http = 18080
+https = 18443
+auth_db = 15432
+payments_db = 15433
+[services.auth]
+bcrypt_cost = 10
+"#;
+
+struct Stack {
+    dir: tempfile::TempDir,
+}
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: Value,
+}
+
+impl Stack {
+    fn new(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("stack.toml"), config).unwrap();
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .current_dir(self.path())
+            .env("STACKCTL_SOURCE_DIR", source_dir())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "stackctl {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.path().join(".stackctl/tls/cert.pem")
+    }
+
+    fn curl(&self, url: &str, extra: &[&str]) -> Reply {
+        let out = Command::new("curl")
+            .args(["-s", "-D", "-", "--cacert"])
+            .arg(self.cert())
+            .args(extra)
+            .arg(url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "curl {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = headers
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        Reply {
+            status,
+            headers: headers.to_lowercase(),
+            body: serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())),
+        }
+    }
+
+    fn https(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Reply {
+        let mut args = vec!["-X".to_owned(), method.to_owned()];
+        if let Some(t) = token {
+            args.extend(["-H".to_owned(), format!("Authorization: Bearer {t}")]);
+        }
+        if let Some(b) = body {
+            args.extend([
+                "-H".to_owned(),
+                "Content-Type: application/json".to_owned(),
+                "--data".to_owned(),
+                b.to_string(),
+            ]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.curl(&format!("https://localhost:18443{path}"), &args)
+    }
+
+    fn containers(&self) -> Vec<Value> {
+        serde_json::from_str::<Value>(&self.ok(&["ps", "--json"]))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+fn source_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn ids(stack: &Stack) -> Vec<(String, String)> {
+    let mut ids: Vec<(String, String)> = stack
+        .containers()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                c["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Names of the engine's volumes and networks, through bollard.
+fn engine_leftovers() -> (Vec<String>, Vec<String>) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let docker = bollard::Docker::connect_with_defaults().unwrap();
+        let volumes = docker
+            .list_volumes(None::<bollard::query_parameters::ListVolumesOptions>)
+            .await
+            .unwrap()
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        let networks = docker
+            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|n| n.name)
+            .collect();
+        (volumes, networks)
+    })
+}
+
+fn sign(secret: &str, body: &str) -> String {
+    let t = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+const ALL: [&str; 7] = [
+    "auth-db",
+    "payments-db",
+    "app_a1",
+    "app_a2",
+    "app_b1",
+    "app_b2",
+    "nginx-proxy",
+];
+
+#[test]
+#[ignore = "needs the Docker engine and builds images; setup/test.sh runs it"]
+fn whole_stack_end_to_end() {
+    // Bad input changes nothing.
+    let broken = Stack::new("[ports]\nhtp = 80\n");
+    let out = broken.run(&["up"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("htp"),
+        "names the key"
+    );
+    let stack = Stack::new(CONFIG);
+    let out = stack.run(&["logs", "nosuch"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "clap refuses an unknown service"
+    );
+    {
+        let _taken = std::net::TcpListener::bind("0.0.0.0:18080").unwrap();
+        let out = stack.run(&["up"]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("ports.http") && stderr.contains("18080"),
+            "{stderr}"
+        );
+        assert!(stack.containers().is_empty(), "nothing half-started");
+    }
+
+    stack.ok(&["up"]);
+    let ps = stack.containers();
+    assert_eq!(ps.len(), 7, "{ps:?}");
+    assert!(ps.iter().all(|c| c["health"] == "healthy"), "{ps:?}");
+    let cert_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(stack.path().join(".stackctl/tls/key.pem"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(cert_mode & 0o777, 0o600);
+
+    // The API through the edge, over TLS verified against the generated certificate.
+    let reg = stack.https(
+        "POST",
+        "/a/auth/register",
+        None,
+        Some(&json!({"email": "e2e@example.com", "phone": "+256772555000", "password": "e2e-password"})),
+    );
+    assert_eq!(reg.status, 201, "{}", reg.body);
+    for header in [
+        "strict-transport-security",
+        "x-content-type-options: nosniff",
+        "x-frame-options",
+        "referrer-policy",
+        "x-request-id",
+    ] {
+        assert!(
+            reg.headers.contains(header),
+            "{header} missing: {}",
+            reg.headers
+        );
+    }
+    let login = stack.https(
+        "POST",
+        "/a/auth/login",
+        None,
+        Some(&json!({"identifier": "e2e@example.com", "password": "e2e-password"})),
+    );
+    assert_eq!(login.status, 200, "{}", login.body);
+    let token = login.body["data"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        stack.https("GET", "/a/auth/me", Some(&token), None).status,
+        200
+    );
+    let created = stack.https(
+        "POST",
+        "/b/payments",
+        Some(&token),
+        Some(&json!({"amount": 1500, "currency": "KES", "paymentMethod": "MOBILE_MONEY", "customerPhone": "+254712345678"})),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let reference = created.body["data"]["payment"]["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(created.body["data"]["payment"]["amount"], "1500.00");
+    let got = stack.https(
+        "GET",
+        &format!("/b/payments/{reference}"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(got.status, 200);
+    let patched = stack.https(
+        "PATCH",
+        &format!("/b/payments/{reference}/status"),
+        Some(&token),
+        Some(&json!({"status": "PENDING"})),
+    );
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    let secret = stack
+        .ok(&["secrets", "show", "webhook_secret"])
+        .trim()
+        .to_owned();
+    let event = json!({"paymentReference": reference, "status": "SUCCESS", "providerTransactionId": "e2e-1", "timestamp": "2026-11-25T12:00:00Z"}).to_string();
+    let signature = sign(&secret, &event);
+    let hook = stack.curl(
+        "https://localhost:18443/b/payments/webhook",
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            &format!("X-Webhook-Signature: {signature}"),
+            "--data",
+            &event,
+        ],
+    );
+    assert_eq!(hook.status, 200, "{}", hook.body);
+    assert_eq!(hook.body["data"]["processed"], true);
+
+    // Health through the edge, and both instances of each service answer.
+    for (path, instances) in [
+        ("/a/health", ["app_a1", "app_a2"]),
+        ("/b/health", ["app_b1", "app_b2"]),
+    ] {
+        let seen: BTreeSet<String> = (0..12)
+            .map(|_| {
+                stack.https("GET", path, None, None).body["data"]["instance"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            instances.iter().map(|s| (*s).to_owned()).collect(),
+            "{path}"
+        );
+    }
+    for path in ["/health/service_a", "/health/service_b"] {
+        let res = stack.https("GET", path, None, None);
+        assert_eq!(res.status, 200, "{path}: {}", res.body);
+        assert_eq!(res.body["data"]["status"], "ok");
+    }
+    for path in ["/a/docs", "/b/docs"] {
+        let res = stack.https("GET", path, None, None);
+        assert_eq!(res.status, 200, "{path}");
+        assert!(
+            res.body.as_str().unwrap_or_default().contains("swagger"),
+            "{path}"
+        );
+        assert_eq!(
+            stack
+                .https("GET", &format!("{path}/openapi.json"), None, None)
+                .status,
+            200
+        );
+    }
+    let missing = stack.https("GET", "/nope", None, None);
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.body["success"], false);
+    let redirect = stack.curl("http://localhost:18080/a/health", &[]);
+    assert_eq!(redirect.status, 301);
+    assert!(
+        redirect
+            .headers
+            .contains("location: https://localhost:18443/a/health"),
+        "{}",
+        redirect.headers
+    );
+
+    // Logs of every container.
+    let logs = stack.ok(&["logs", "--tail", "20"]);
+    for name in ALL {
+        assert!(
+            logs.lines().any(|l| l.starts_with(name)),
+            "no log line from {name}"
+        );
+    }
+
+    // A second `up` recreates nothing.
+    let before = ids(&stack);
+    assert_eq!(before.len(), 7);
+    stack.ok(&["up"]);
+    assert_eq!(ids(&stack), before, "same containers after a second up");
+
+    // Data survives down + up.
+    stack.ok(&["down"]);
+    assert!(stack.containers().is_empty());
+    stack.ok(&["up"]);
+    let again = stack.https(
+        "POST",
+        "/a/auth/login",
+        None,
+        Some(&json!({"identifier": "e2e@example.com", "password": "e2e-password"})),
+    );
+    assert_eq!(
+        again.status, 200,
+        "the user survived down/up: {}",
+        again.body
+    );
+
+    // The default rate limit: 100 per minute with a burst of 20.
+    let statuses: Vec<Reply> = (0..60)
+        .map(|_| stack.https("GET", "/health/service_a", None, None))
+        .collect();
+    let limited = statuses
+        .iter()
+        .find(|r| r.status == 429)
+        .expect("some requests are limited");
+    assert!(
+        limited.headers.contains("retry-after"),
+        "{}",
+        limited.headers
+    );
+    assert_eq!(limited.body["success"], false);
+
+    stack.ok(&["down", "--volumes", "--yes"]);
+    assert!(stack.containers().is_empty());
+    let (volumes, networks) = engine_leftovers();
+    assert!(
+        !volumes.iter().any(|v| v.starts_with("e2e_")),
+        "{volumes:?}"
+    );
+    assert!(!networks.iter().any(|n| n == "app-network"), "{networks:?}");
+}

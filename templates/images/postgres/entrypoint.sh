@@ -1,0 +1,34 @@
+#!/bin/bash
+# Initialises the cluster on first start (as the official image does), then runs PostgreSQL
+# as the postgres user in the foreground.
+set -euo pipefail
+: "${POSTGRES_USER:?POSTGRES_USER is required}"
+: "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD is required}"
+: "${POSTGRES_DB:=$POSTGRES_USER}"
+: "${PGDATA:=/var/lib/postgresql/data}"
+
+as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
+
+mkdir -p "$PGDATA" /var/run/postgresql
+chown postgres:postgres "$PGDATA" /var/run/postgresql
+chmod 700 "$PGDATA"
+
+if [[ ! -s $PGDATA/PG_VERSION ]]; then
+  echo "initialising database cluster in $PGDATA"
+  pwfile=$(mktemp)
+  printf '%s' "$POSTGRES_PASSWORD" >"$pwfile"
+  chown postgres "$pwfile"
+  as_postgres initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$pwfile" \
+    --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null
+  rm -f "$pwfile"
+  echo "listen_addresses = '*'" >>"$PGDATA/postgresql.conf"
+  echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
+  if [[ $POSTGRES_DB != postgres ]]; then
+    as_postgres pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
+    as_postgres psql -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d postgres \
+      -c "CREATE DATABASE \"$POSTGRES_DB\"" >/dev/null
+    as_postgres pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+  fi
+fi
+
+exec setpriv --reuid=postgres --regid=postgres --init-groups postgres -D "$PGDATA" "$@"
