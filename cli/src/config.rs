@@ -205,9 +205,10 @@ impl StackConfig {
                     .with_context(|| format!("environment variable {var}"))?;
             }
         }
-        let config: Self = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+        // The path of a bad value (ports.http) goes into the message.
+        let config: Self = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            anyhow::anyhow!("{}: {}: {}", path.display(), e.path(), e.inner().message())
+        })?;
         config
             .validate()
             .with_context(|| format!("invalid configuration in {}", path.display()))?;
