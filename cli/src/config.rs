@@ -206,9 +206,10 @@ impl StackConfig {
             }
         }
         // The path of a bad value (ports.http) goes into the message.
-        let config: Self = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-            anyhow::anyhow!("{}: {}: {}", path.display(), e.path(), e.inner().message())
-        })?;
+        let config: Self =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                anyhow::anyhow!("{}: {}: {}", path.display(), e.path(), e.inner().message())
+            })?;
         config
             .validate()
             .with_context(|| format!("invalid configuration in {}", path.display()))?;

@@ -337,7 +337,11 @@ fn proxy(config: &StackConfig, image: &str, state_root: &Path) -> anyhow::Result
 
 /// Labels the body with the hash of everything else in it.
 fn finish(name: String, service: Service, mut body: ContainerCreateBody) -> Spec {
-    let json = serde_json::to_vec(&body).unwrap_or_default();
+    // Maps in the body iterate in a different order in every process: sort before hashing.
+    let json = serde_json::to_value(&body)
+        .map(sorted)
+        .and_then(|v| serde_json::to_vec(&v))
+        .unwrap_or_default();
     let hash = hex::encode(&Sha256::digest(&json)[..8]);
     if let Some(labels) = body.labels.as_mut() {
         labels.insert(LABEL_CONFIG_HASH.to_owned(), hash.clone());
@@ -347,6 +351,21 @@ fn finish(name: String, service: Service, mut body: ContainerCreateBody) -> Spec
         service,
         body,
         hash,
+    }
+}
+
+/// `value` with every object's keys in sorted order.
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(entries.into_iter().collect())
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted).collect())
+        }
+        other => other,
     }
 }
 
@@ -448,4 +467,36 @@ async fn unhealthy(engine: &Engine, name: &str, state: &str) -> anyhow::Error {
         "container {name} is {state}; its last log lines:\n{}\n(see all with: stackctl logs)",
         logs.trim_end()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_does_not_depend_on_map_order() {
+        let body = |pairs: &[(&str, &str)]| ContainerCreateBody {
+            labels: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let pairs: Vec<(String, String)> = (0..32)
+            .map(|i| (format!("k{i}"), format!("v{i}")))
+            .collect();
+        let refs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut reversed = refs.clone();
+        reversed.reverse();
+        let a = finish("x".into(), Service::Auth, body(&refs));
+        let b = finish("x".into(), Service::Auth, body(&reversed));
+        assert_eq!(a.hash, b.hash);
+        let c = finish("x".into(), Service::Auth, body(&refs[1..]));
+        assert_ne!(a.hash, c.hash);
+    }
 }
