@@ -12,7 +12,7 @@ dir=${2:-}
 
 # initdb refuses to run as root; run the cluster as the postgres user then.
 as_owner() {
-  if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+  if [[ $(id -u) -eq 0 ]]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 free_port() {

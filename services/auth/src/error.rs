@@ -53,22 +53,10 @@ impl From<sqlx::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let mut res = match self {
+        match self {
             Self::Response(r) => r.into_response(),
-            Self::Internal(cause) => {
-                // Inside the request span, so the log line carries the request id.
-                tracing::error!(error = format!("{cause:#}"), "request failed");
-                ErrorResponse::internal().into_response()
-            }
-            other => ErrorResponse::new(status, other.to_string()).into_response(),
-        };
-        if status == StatusCode::UNAUTHORIZED {
-            res.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
+            Self::Internal(cause) => svc_common::error::internal(&cause),
+            other => svc_common::error::respond(other.status(), other.to_string()),
         }
-        res
     }
 }

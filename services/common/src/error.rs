@@ -2,7 +2,7 @@
 
 use axum::{
     Json,
-    http::StatusCode,
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
@@ -75,6 +75,30 @@ impl IntoResponse for ErrorResponse {
         };
         (self.status, Json(body)).into_response()
     }
+}
+
+/// The response to an expected failure: the public message in the envelope, plus
+/// `WWW-Authenticate` on 401 and `Retry-After` on 503.
+pub fn respond(status: StatusCode, message: String) -> Response {
+    let mut res = ErrorResponse::new(status, message).into_response();
+    let headers = res.headers_mut();
+    match status {
+        StatusCode::UNAUTHORIZED => {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        StatusCode::SERVICE_UNAVAILABLE => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        _ => {}
+    }
+    res
+}
+
+/// The response to an unexpected failure: the cause goes to the log (inside the request's span,
+/// so with its request id), the client gets a bare 500.
+pub fn internal(cause: &anyhow::Error) -> Response {
+    tracing::error!(error = format!("{cause:#}"), "request failed");
+    ErrorResponse::internal().into_response()
 }
 
 /// Collects the failures of several field checks so that one response lists them all.

@@ -1,7 +1,7 @@
 //! `ApiError`: every way a payment request can fail, and the response each one gets.
 
 use axum::{
-    http::{HeaderValue, StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
 use svc_common::error::ErrorResponse;
@@ -70,27 +70,10 @@ impl From<sqlx::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let mut res = match self {
+        match self {
             Self::Response(r) => r.into_response(),
-            Self::Internal(cause) => {
-                // Inside the request span, so the log line carries the request id.
-                tracing::error!(error = format!("{cause:#}"), "request failed");
-                ErrorResponse::internal().into_response()
-            }
-            other => ErrorResponse::new(status, other.to_string()).into_response(),
-        };
-        match status {
-            StatusCode::UNAUTHORIZED => {
-                res.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            StatusCode::SERVICE_UNAVAILABLE => {
-                res.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            _ => {}
+            Self::Internal(cause) => svc_common::error::internal(&cause),
+            other => svc_common::error::respond(other.status(), other.to_string()),
         }
-        res
     }
 }
