@@ -9,6 +9,7 @@ packages=(
   nginx-light      # the benchmark's yard-stick
   wrk              # load generator for the benchmarks
   mmdebstrap       # builds the Debian base image on engines with no registry
+  chromium         # renders the Swagger UI in the end-to-end test
   ca-certificates
   curl
 )

@@ -397,6 +397,40 @@ impl Engine {
         }
     }
 
+    /// Tags of the images stackctl built (repository `stackctl/…`), the base last since the
+    /// others derive from it.
+    pub async fn stack_images(&self) -> anyhow::Result<Vec<String>> {
+        let images = self
+            .docker
+            .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+            .await
+            .context("list images")?;
+        let mut tags: Vec<String> = images
+            .into_iter()
+            .flat_map(|i| i.repo_tags)
+            .filter(|t| t.starts_with("stackctl/"))
+            .collect();
+        tags.sort_by_key(|t| t.starts_with("stackctl/base:"));
+        Ok(tags)
+    }
+
+    pub async fn remove_image(&self, tag: &str) -> anyhow::Result<()> {
+        match self
+            .docker
+            .remove_image(
+                tag,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(e)
+                .with_context(|| format!("remove image {tag} (is a container still using it?)")),
+        }
+    }
+
     /// Removes the network if it is the stack's.
     pub async fn remove_network(&self, name: &str, project: &str) -> anyhow::Result<()> {
         match self.docker.inspect_network(name, None).await {

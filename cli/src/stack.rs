@@ -455,7 +455,7 @@ pub async fn wait_healthy(engine: &Engine, names: &[String], ui: &Ui) -> anyhow:
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     spinner.finish_and_clear();
     Ok(())

@@ -175,6 +175,28 @@ fn engine_leftovers() -> (Vec<String>, Vec<String>) {
     })
 }
 
+/// Headless Chromium on `url`, after its scripts ran; returns what it printed.
+fn chromium(url: &str, args: &[&str]) -> String {
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--ignore-certificate-errors",
+        ])
+        .arg("--virtual-time-budget=10000")
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("chromium is installed by setup/setup.sh");
+    assert!(
+        out.status.success(),
+        "chromium {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn sign(secret: &str, body: &str) -> String {
     let t = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
@@ -353,6 +375,30 @@ fn whole_stack_end_to_end() {
                 .https("GET", &format!("{path}/openapi.json"), None, None)
                 .status,
             200
+        );
+    }
+    // The interactive docs render in a real browser behind the prefixes and list the operations.
+    let artifacts = source_dir().join("target/e2e-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    for (prefix, operation) in [("a", "/auth/register"), ("b", "/payments/{reference}")] {
+        let url = format!("https://localhost:18443/{prefix}/docs");
+        let dom = chromium(&url, &["--dump-dom"]);
+        assert!(
+            dom.contains(&format!("data-path=\"{operation}\"")),
+            "{url} does not list {operation}"
+        );
+        let shot = artifacts.join(format!("{prefix}-docs.png"));
+        chromium(
+            &url,
+            &[
+                &format!("--screenshot={}", shot.display()),
+                "--window-size=1280,1600",
+            ],
+        );
+        assert!(
+            std::fs::metadata(&shot).unwrap().len() > 10_000,
+            "{}",
+            shot.display()
         );
     }
     let missing = stack.https("GET", "/nope", None, None);

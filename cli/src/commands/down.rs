@@ -11,6 +11,9 @@ pub struct Args {
     /// Also delete the databases' volumes (all data), after confirmation.
     #[arg(long)]
     volumes: bool,
+    /// Also delete the images stackctl built (the next `up` builds them again).
+    #[arg(long)]
+    images: bool,
     /// Do not ask for confirmation.
     #[arg(short, long)]
     yes: bool,
@@ -50,6 +53,12 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         for volume in engine.volumes(&config.project).await? {
             ctx.ui.step(&format!("deleting volume {volume}"));
             engine.remove_volume(&volume).await?;
+        }
+    }
+    if args.images {
+        for image in engine.stack_images().await? {
+            ctx.ui.step(&format!("deleting image {image}"));
+            engine.remove_image(&image).await?;
         }
     }
     ctx.ui.done();

@@ -79,8 +79,14 @@ pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
             write_with_mode(&site_path, site.as_bytes(), 0o644)?;
         }
         let mut changed = Vec::new();
-        for spec in group {
-            let outcome = stack::reconcile(&engine, &config.project, spec).await?;
+        // The containers of one group do not depend on each other: reconcile them together.
+        let outcomes = futures_util::future::try_join_all(
+            group
+                .iter()
+                .map(|spec| stack::reconcile(&engine, &config.project, spec)),
+        )
+        .await?;
+        for (spec, outcome) in group.iter().zip(outcomes) {
             if outcome != Outcome::Kept {
                 ui.step(&format!(
                     "{} {}",
