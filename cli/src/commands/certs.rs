@@ -5,6 +5,9 @@ use crate::{certs, docker::Engine, stack::PROXY};
 /// Create the self-signed certificate if missing or expiring within 30 days (or always, with
 /// --force) and print where it is and its fingerprint, for `curl --cacert`.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  stackctl certs                 show the certificate, make it if missing or expiring\n  stackctl certs --force         make a new one now (nginx reloads it)\n  curl --cacert .stackctl/tls/cert.pem https://localhost/health/service_a"
+)]
 pub struct Args {
     /// Make a new certificate even if the current one is fine.
     #[arg(long)]

@@ -5,6 +5,9 @@ use clap_complete::Shell;
 
 /// Print a shell completion script, e.g. `stackctl completions bash > /etc/bash_completion.d/stackctl`.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  stackctl completions bash > /etc/bash_completion.d/stackctl\n  stackctl completions zsh > ~/.zfunc/_stackctl"
+)]
 pub struct Args {
     shell: Shell,
 }

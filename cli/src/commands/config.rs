@@ -3,6 +3,9 @@
 /// Print the effective configuration (defaults, file and STACKCTL_* variables merged) as TOML.
 /// Secrets are not part of it; `stackctl secrets show` prints those.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  stackctl config\n  STACKCTL_HTTPS_PORT=8443 stackctl config\n  stackctl -f prod.toml config"
+)]
 pub struct Args {}
 
 pub fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {

@@ -7,6 +7,9 @@ use crate::{
 
 /// Stop and remove the stack's containers and network. Data volumes are kept unless --volumes.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  stackctl down                    containers and network go, data stays\n  stackctl down --volumes          also the databases (asks first)\n  stackctl down --volumes --yes    the same, for scripts"
+)]
 pub struct Args {
     /// Also delete the databases' volumes (all data), after confirmation.
     #[arg(long)]

@@ -11,6 +11,9 @@ use crate::{
 /// Show the logs of a service (all its instances) or of the whole stack, each line prefixed
 /// with its container, like `docker compose logs`. nginx's access log is its stdout.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  stackctl logs                    everything so far\n  stackctl logs auth -f            follow app_a1 and app_a2\n  stackctl logs nginx --since 10m  the access log of the last ten minutes\n  stackctl logs payments --tail 50"
+)]
 pub struct Args {
     /// auth, payments, auth-db, payments-db or nginx; all when omitted.
     service: Option<Service>,

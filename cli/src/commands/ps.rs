@@ -7,6 +7,9 @@ use crate::docker::{Engine, LABEL_SERVICE};
 
 /// List the stack's containers with state, health, ports and uptime.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  stackctl ps\n  stackctl ps --json | jq -r '.[] | select(.health != \"healthy\") | .name'"
+)]
 pub struct Args {
     /// Print JSON for scripts.
     #[arg(long)]

@@ -4,6 +4,9 @@ use anyhow::bail;
 
 /// Print the generated secrets, e.g. the webhook secret a payment provider must be given.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  stackctl secrets show                  all, as NAME=VALUE\n  stackctl secrets show webhook_secret   one, for a payment provider"
+)]
 pub struct Args {
     #[command(subcommand)]
     command: Command,

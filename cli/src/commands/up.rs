@@ -17,6 +17,9 @@ use crate::{
 /// missing, secrets and the certificate made once, and only containers whose settings changed are
 /// recreated. Waits until everything is healthy.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  stackctl up                      start, or apply stack.toml changes\n  STACKCTL_HTTP_PORT=8080 STACKCTL_HTTPS_PORT=8443 stackctl up\n  stackctl -f prod.toml up"
+)]
 pub struct Args {}
 
 pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
