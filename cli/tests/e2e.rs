@@ -449,6 +449,22 @@ fn whole_stack_end_to_end() {
     assert_eq!(limited.body["success"], false);
     assert!(replies.iter().all(|r| r.status == 200 || r.status == 429));
 
+    // A setting of one service recreates that service's containers only.
+    std::fs::write(
+        stack.path().join("stack.toml"),
+        CONFIG.replace("bcrypt_cost = 10", "bcrypt_cost = 11"),
+    )
+    .unwrap();
+    stack.ok(&["up"]);
+    let after = ids(&stack);
+    for ((name, old), (_, new)) in before.iter().zip(&after) {
+        if name.starts_with("app_a") {
+            assert_ne!(old, new, "{name} runs with the new cost");
+        } else {
+            assert_eq!(old, new, "{name} is untouched by an auth setting");
+        }
+    }
+
     // Data survives down + up.
     stack.ok(&["down"]);
     assert!(stack.containers().is_empty());
