@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::stack::App;
+
 /// Environment variables that override one key each (`STACKCTL_HTTP_PORT=8080`).
 const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("STACKCTL_PROJECT", "project"),
@@ -20,6 +22,7 @@ const ENV_OVERRIDES: &[(&str, &str)] = &[
         "nginx.rate_limit_per_minute",
     ),
     ("STACKCTL_RATE_LIMIT_BURST", "nginx.rate_limit_burst"),
+    ("STACKCTL_NGINX_SITE_TEMPLATE", "nginx.site_template"),
     ("STACKCTL_BACKUP_DIR", "backup.dir"),
     ("STACKCTL_BCRYPT_COST", "services.auth.bcrypt_cost"),
 ];
@@ -75,6 +78,9 @@ pub struct PaymentService {
 pub struct Nginx {
     pub rate_limit_per_minute: u32,
     pub rate_limit_burst: u32,
+    /// A site template to render instead of the built-in one (relative to the configuration
+    /// file's folder); empty for the built-in `templates/nginx/site.conf.j2`.
+    pub site_template: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -154,6 +160,7 @@ impl Default for Nginx {
         Self {
             rate_limit_per_minute: 100,
             rate_limit_burst: 20,
+            site_template: PathBuf::new(),
         }
     }
 }
@@ -186,6 +193,21 @@ impl Default for Images {
 }
 
 impl StackConfig {
+    /// The instance count of an application service.
+    pub fn instances(&self, app: App) -> u32 {
+        match app {
+            App::Auth => self.services.auth.instances,
+            App::Payments => self.services.payments.instances,
+        }
+    }
+
+    pub fn set_instances(&mut self, app: App, n: u32) {
+        match app {
+            App::Auth => self.services.auth.instances = n,
+            App::Payments => self.services.payments.instances = n,
+        }
+    }
+
     /// Loads `path` when it exists (a missing default file means the defaults; a missing file
     /// named with `-f` is an error), then applies the environment overrides and validates.
     pub fn load(path: &Path, explicit: bool) -> anyhow::Result<Self> {

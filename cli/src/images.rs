@@ -12,7 +12,14 @@ use std::{
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
-use crate::{config::StackConfig, docker::Engine, ui::Ui};
+use bollard::models::ContainerSummaryStateEnum;
+
+use crate::{
+    config::StackConfig,
+    docker::{Engine, LABEL_SERVICE, container_name},
+    stack::Service,
+    ui::Ui,
+};
 
 const BASE_PACKAGES: &[&str] = &["postgresql-15", "nginx-light", "ca-certificates"];
 /// Bumped when the base recipe changes in a way the package list does not show.
@@ -39,6 +46,41 @@ impl ImageSet {
     pub fn all(&self) -> [&str; 4] {
         [&self.postgres, &self.nginx, &self.auth, &self.payments]
     }
+}
+
+/// The images the stack's containers run now: what `scale` and `restart` start more of, so that
+/// they never deploy new code. For a service, its lowest-numbered running instance decides.
+pub async fn running(engine: &Engine, project: &str) -> anyhow::Result<ImageSet> {
+    let mut containers = engine.containers(project).await?;
+    containers.retain(|c| c.state == Some(ContainerSummaryStateEnum::RUNNING));
+    containers.sort_by_key(|c| {
+        let name = container_name(c);
+        let digits = name.trim_start_matches(|ch: char| !ch.is_ascii_digit());
+        digits.parse::<u32>().unwrap_or(0)
+    });
+    let image = |service: Service| -> anyhow::Result<String> {
+        containers
+            .iter()
+            .find(|c| {
+                c.labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_SERVICE))
+                    .is_some_and(|s| s == service.label())
+            })
+            .and_then(|c| c.image.clone())
+            .with_context(|| {
+                format!(
+                    "no {} container is running in stack '{project}'; start the stack with `stackctl up`",
+                    service.label()
+                )
+            })
+    };
+    Ok(ImageSet {
+        postgres: image(Service::AuthDb)?,
+        nginx: image(Service::Nginx)?,
+        auth: image(Service::Auth)?,
+        payments: image(Service::Payments)?,
+    })
 }
 
 /// Where the service sources are: `STACKCTL_SOURCE_DIR`, else the checkout stackctl was built from.

@@ -13,6 +13,7 @@ mod config;
 mod docker;
 mod images;
 mod nginx;
+mod rollout;
 mod stack;
 mod state;
 mod ui;
@@ -47,6 +48,8 @@ enum Command {
     Down(commands::down::Args),
     #[command(alias = "status")]
     Ps(commands::ps::Args),
+    Scale(commands::scale::Args),
+    Restart(commands::restart::Args),
     Logs(commands::logs::Args),
     Certs(commands::certs::Args),
     Secrets(commands::secrets::Args),
@@ -63,6 +66,8 @@ async fn main() -> ExitCode {
         Command::Up(args) => commands::up::run(args, &ctx).await,
         Command::Down(args) => commands::down::run(args, &ctx).await,
         Command::Ps(args) => commands::ps::run(args, &ctx).await,
+        Command::Scale(args) => commands::scale::run(args, &ctx).await,
+        Command::Restart(args) => commands::restart::run(args, &ctx).await,
         Command::Logs(args) => commands::logs::run(args, &ctx).await,
         Command::Certs(args) => commands::certs::run(args, &ctx).await,
         Command::Secrets(args) => commands::secrets::run(args, &ctx),

@@ -1,5 +1,7 @@
 //! The edge's site configuration, rendered from `templates/nginx/site.conf.j2`.
 
+use std::path::Path;
+
 use anyhow::Context;
 use minijinja::{Environment, UndefinedBehavior, context};
 
@@ -7,6 +9,16 @@ use crate::config::StackConfig;
 
 /// The template, embedded so the binary works from any folder.
 pub const SITE_TEMPLATE: &str = include_str!("../../templates/nginx/site.conf.j2");
+
+/// The site template: the configured file, or the built-in one.
+pub fn template(config: &StackConfig, base_dir: &Path) -> anyhow::Result<String> {
+    if config.nginx.site_template.as_os_str().is_empty() {
+        return Ok(SITE_TEMPLATE.to_owned());
+    }
+    let path = base_dir.join(&config.nginx.site_template);
+    std::fs::read_to_string(&path)
+        .with_context(|| format!("nginx.site_template: cannot read {}", path.display()))
+}
 
 /// Renders the site for these instances (container names).
 pub fn render_site(

@@ -28,7 +28,7 @@ pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(180);
 /// Time a leaving service instance gets to finish in-flight requests.
 pub const STOP_GRACE: Duration = Duration::from_secs(15);
 
-/// The stack's services as `scale`, `logs` and `restart` name them.
+/// The stack's services as `logs` names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Service {
     Auth,
@@ -48,15 +48,46 @@ impl Service {
             Self::Nginx => "nginx",
         }
     }
+}
 
-    /// Instance container names for `n` instances of an application service.
-    pub fn instance_names(self, n: u32) -> Vec<String> {
-        let prefix = match self {
+/// The application services: the ones that run several instances behind nginx, and that
+/// `scale` and `restart` take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum App {
+    Auth,
+    Payments,
+}
+
+impl App {
+    pub const ALL: [Self; 2] = [Self::Auth, Self::Payments];
+
+    pub fn service(self) -> Service {
+        match self {
+            Self::Auth => Service::Auth,
+            Self::Payments => Service::Payments,
+        }
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
             Self::Auth => "app_a",
             Self::Payments => "app_b",
-            _ => return vec![self.label().to_owned()],
-        };
-        (1..=n).map(|i| format!("{prefix}{i}")).collect()
+        }
+    }
+
+    /// The container name of instance `n` (from 1): `app_a1`, `app_b3`.
+    pub fn instance_name(self, n: u32) -> String {
+        format!("{}{n}", self.prefix())
+    }
+
+    /// Instance names `1..=n`.
+    pub fn instance_names(self, n: u32) -> Vec<String> {
+        (1..=n).map(|i| self.instance_name(i)).collect()
+    }
+
+    /// The number of an instance name of this service (`app_a12` → 12).
+    pub fn instance_number(self, name: &str) -> Option<u32> {
+        name.strip_prefix(self.prefix())?.parse().ok()
     }
 }
 
@@ -64,14 +95,41 @@ impl Service {
 #[derive(Debug, Clone)]
 pub struct Spec {
     pub name: String,
-    pub service: Service,
     pub body: ContainerCreateBody,
     pub hash: String,
 }
 
-/// The containers of the stack in start order: databases, auth, payments, edge.
+/// How to make any instance of one application service.
+pub struct AppSpecs {
+    app: App,
+    project: String,
+    image: String,
+    env: Vec<String>,
+    /// How many instances the configuration (or `scale`) asks for.
+    pub instances: u32,
+}
+
+impl AppSpecs {
+    pub fn spec(&self, name: &str) -> Spec {
+        app(&self.project, self.app, name, &self.image, self.env.clone())
+    }
+
+    /// The specs of instances `1..=instances`.
+    pub fn wanted(&self) -> Vec<Spec> {
+        self.app
+            .instance_names(self.instances)
+            .iter()
+            .map(|name| self.spec(name))
+            .collect()
+    }
+}
+
+/// The containers of the stack: databases, then auth, payments and the edge, in start order.
 pub struct Plan {
-    pub groups: Vec<Vec<Spec>>,
+    pub databases: Vec<Spec>,
+    pub auth: AppSpecs,
+    pub payments: AppSpecs,
+    pub edge: Spec,
 }
 
 impl Plan {
@@ -100,76 +158,71 @@ impl Plan {
             "payments",
             config.ports.payments_db,
         );
-        let auth_env = vec![
-            format!(
-                "DATABASE_URL=postgres://auth:{}@auth-db:5432/nest",
-                secrets.auth_db_password
-            ),
-            format!("JWT_SECRET={}", secrets.jwt_secret),
-            "PORT=3000".to_owned(),
-            format!("BCRYPT_COST={}", config.services.auth.bcrypt_cost),
-            format!(
-                "ACCESS_TOKEN_TTL_SECS={}",
-                config.services.auth.access_token_ttl_secs
-            ),
-            format!(
-                "REFRESH_TOKEN_TTL_SECS={}",
-                config.services.auth.refresh_token_ttl_secs
-            ),
-        ];
-        let auth = Service::Auth
-            .instance_names(config.services.auth.instances)
-            .into_iter()
-            .map(|name| {
-                app(
-                    p,
-                    Service::Auth,
-                    &name,
-                    &images.auth,
-                    auth_env.clone(),
-                    3000,
-                )
-            })
-            .collect();
-        let pay_env = vec![
-            format!(
-                "DATABASE_URL=postgres://payments:{}@payments-db:5432/payments",
-                secrets.payments_db_password
-            ),
-            format!("WEBHOOK_SECRET={}", secrets.webhook_secret),
-            format!("AUTH_SERVICE_URL=http://{AUTH_ALIAS}:3000"),
-            "PORT=4000".to_owned(),
-            format!(
-                "AUTH_CACHE_SECS={}",
-                config.services.payments.auth_cache_secs
-            ),
-        ];
-        let payments = Service::Payments
-            .instance_names(config.services.payments.instances)
-            .into_iter()
-            .map(|name| {
-                app(
-                    p,
-                    Service::Payments,
-                    &name,
-                    &images.payments,
-                    pay_env.clone(),
-                    4000,
-                )
-            })
-            .collect();
-        let edge = proxy(config, &images.nginx, state_root)?;
+        let auth = AppSpecs {
+            app: App::Auth,
+            project: p.clone(),
+            image: images.auth.clone(),
+            env: vec![
+                format!(
+                    "DATABASE_URL=postgres://auth:{}@auth-db:5432/nest",
+                    secrets.auth_db_password
+                ),
+                format!("JWT_SECRET={}", secrets.jwt_secret),
+                "PORT=3000".to_owned(),
+                format!("BCRYPT_COST={}", config.services.auth.bcrypt_cost),
+                format!(
+                    "ACCESS_TOKEN_TTL_SECS={}",
+                    config.services.auth.access_token_ttl_secs
+                ),
+                format!(
+                    "REFRESH_TOKEN_TTL_SECS={}",
+                    config.services.auth.refresh_token_ttl_secs
+                ),
+            ],
+            instances: config.services.auth.instances,
+        };
+        let payments = AppSpecs {
+            app: App::Payments,
+            project: p.clone(),
+            image: images.payments.clone(),
+            env: vec![
+                format!(
+                    "DATABASE_URL=postgres://payments:{}@payments-db:5432/payments",
+                    secrets.payments_db_password
+                ),
+                format!("WEBHOOK_SECRET={}", secrets.webhook_secret),
+                format!("AUTH_SERVICE_URL=http://{AUTH_ALIAS}:3000"),
+                "PORT=4000".to_owned(),
+                format!(
+                    "AUTH_CACHE_SECS={}",
+                    config.services.payments.auth_cache_secs
+                ),
+            ],
+            instances: config.services.payments.instances,
+        };
         Ok(Self {
-            groups: vec![vec![auth_db, payments_db], auth, payments, vec![edge]],
+            databases: vec![auth_db, payments_db],
+            auth,
+            payments,
+            edge: proxy(config, &images.nginx, state_root)?,
         })
     }
 
-    pub fn names(&self) -> Vec<&str> {
-        self.groups
-            .iter()
-            .flatten()
-            .map(|s| s.name.as_str())
-            .collect()
+    pub fn app(&self, app: App) -> &AppSpecs {
+        match app {
+            App::Auth => &self.auth,
+            App::Payments => &self.payments,
+        }
+    }
+
+    /// The names of every container the stack should have.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.databases.iter().map(|s| s.name.clone()).collect();
+        for app in App::ALL {
+            names.extend(app.instance_names(self.app(app).instances));
+        }
+        names.push(self.edge.name.clone());
+        names
     }
 }
 
@@ -266,22 +319,20 @@ fn database(
         networking_config: Some(network(vec![name.clone()])),
         ..Default::default()
     };
-    finish(name, service, body)
+    finish(name, body)
 }
 
-fn app(
-    project: &str,
-    service: Service,
-    name: &str,
-    image: &str,
-    mut env: Vec<String>,
-    port: u16,
-) -> Spec {
+fn app(project: &str, app: App, name: &str, image: &str, mut env: Vec<String>) -> Spec {
+    let port = match app {
+        App::Auth => 3000,
+        App::Payments => 4000,
+    };
     env.push("RUST_LOG=info".to_owned());
     let mut aliases = vec![name.to_owned()];
-    if service == Service::Auth {
+    if app == App::Auth {
         aliases.push(AUTH_ALIAS.to_owned());
     }
+    let service = app.service();
     let body = ContainerCreateBody {
         image: Some(image.to_owned()),
         hostname: Some(name.to_owned()),
@@ -301,7 +352,7 @@ fn app(
         networking_config: Some(network(aliases)),
         ..Default::default()
     };
-    finish(name.to_owned(), service, body)
+    finish(name.to_owned(), body)
 }
 
 fn proxy(config: &StackConfig, image: &str, state_root: &Path) -> anyhow::Result<Spec> {
@@ -332,11 +383,11 @@ fn proxy(config: &StackConfig, image: &str, state_root: &Path) -> anyhow::Result
         networking_config: Some(network(vec![PROXY.to_owned()])),
         ..Default::default()
     };
-    Ok(finish(PROXY.to_owned(), Service::Nginx, body))
+    Ok(finish(PROXY.to_owned(), body))
 }
 
 /// Labels the body with the hash of everything else in it.
-fn finish(name: String, service: Service, mut body: ContainerCreateBody) -> Spec {
+fn finish(name: String, mut body: ContainerCreateBody) -> Spec {
     // Maps in the body iterate in a different order in every process: sort before hashing.
     let json = serde_json::to_value(&body)
         .map(sorted)
@@ -346,12 +397,7 @@ fn finish(name: String, service: Service, mut body: ContainerCreateBody) -> Spec
     if let Some(labels) = body.labels.as_mut() {
         labels.insert(LABEL_CONFIG_HASH.to_owned(), hash.clone());
     }
-    Spec {
-        name,
-        service,
-        body,
-        hash,
-    }
+    Spec { name, body, hash }
 }
 
 /// `value` with every object's keys in sorted order.
@@ -367,6 +413,19 @@ fn sorted(value: serde_json::Value) -> serde_json::Value {
         }
         other => other,
     }
+}
+
+/// Whether the container runs with exactly this spec.
+pub async fn is_current(engine: &Engine, spec: &Spec) -> anyhow::Result<bool> {
+    Ok(engine.inspect(&spec.name).await?.is_some_and(|c| {
+        let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+        let hash = c
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.as_ref())
+            .and_then(|l| l.get(LABEL_CONFIG_HASH));
+        running && hash == Some(&spec.hash)
+    }))
 }
 
 /// What reconciling one container did.
@@ -493,10 +552,10 @@ mod tests {
             .collect();
         let mut reversed = refs.clone();
         reversed.reverse();
-        let a = finish("x".into(), Service::Auth, body(&refs));
-        let b = finish("x".into(), Service::Auth, body(&reversed));
+        let a = finish("x".into(), body(&refs));
+        let b = finish("x".into(), body(&reversed));
         assert_eq!(a.hash, b.hash);
-        let c = finish("x".into(), Service::Auth, body(&refs[1..]));
+        let c = finish("x".into(), body(&refs[1..]));
         assert_ne!(a.hash, c.hash);
     }
 }

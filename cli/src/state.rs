@@ -12,6 +12,8 @@ use anyhow::{Context, bail};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
 
+use crate::{config::StackConfig, stack::App};
+
 pub struct StateDir {
     root: PathBuf,
 }
@@ -55,6 +57,50 @@ impl std::fmt::Debug for Secrets {
 fn random_secret(bytes: usize) -> String {
     let raw: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
     URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// Instance counts set by `stackctl scale`, kept so that `up` keeps them. Each remembers the
+/// configured count it was set over: once the configuration names another count, that wins.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Scale {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Scaled>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payments: Option<Scaled>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Scaled {
+    pub instances: u32,
+    pub configured: u32,
+}
+
+impl Scale {
+    fn entry(&mut self, app: App) -> &mut Option<Scaled> {
+        match app {
+            App::Auth => &mut self.auth,
+            App::Payments => &mut self.payments,
+        }
+    }
+
+    /// Records `instances` for `app` over the configured count.
+    pub fn set(&mut self, app: App, instances: u32, configured: u32) {
+        *self.entry(app) = (instances != configured).then_some(Scaled {
+            instances,
+            configured,
+        });
+    }
+
+    /// `config` with the counts `scale` set, where the configuration has not changed since.
+    pub fn apply(mut self, config: &mut StackConfig) {
+        for app in App::ALL {
+            if let Some(scaled) = *self.entry(app)
+                && scaled.configured == config.instances(app)
+            {
+                config.set_instances(app, scaled.instances);
+            }
+        }
+    }
 }
 
 /// Held while a command changes the stack; released on drop.
@@ -131,6 +177,30 @@ impl StateDir {
         Ok(secrets)
     }
 
+    /// The counts `scale` set (none when it never ran).
+    pub fn scale(&self) -> anyhow::Result<Scale> {
+        let path = self.path("scale.json");
+        match fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{} is damaged; delete it to go back to the configured instance counts",
+                    path.display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Scale::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    pub fn save_scale(&self, scale: &Scale) -> anyhow::Result<()> {
+        self.ensure()?;
+        write_with_mode(
+            &self.path("scale.json"),
+            serde_json::to_string_pretty(scale)?.as_bytes(),
+            0o644,
+        )
+    }
+
     /// The secrets if they were generated already.
     pub fn existing_secrets(&self) -> anyhow::Result<Option<Secrets>> {
         if self.path("secrets.json").exists() {
@@ -185,6 +255,25 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(!format!("{first:?}").contains(&first.jwt_secret));
+    }
+
+    #[test]
+    fn a_scaled_count_holds_until_the_configuration_changes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::beside(&dir.path().join("stack.toml"));
+        let mut scale = state.scale().unwrap();
+        scale.set(App::Auth, 3, 2);
+        state.save_scale(&scale).unwrap();
+
+        let mut config = StackConfig::default();
+        state.scale().unwrap().apply(&mut config);
+        assert_eq!(config.services.auth.instances, 3);
+        assert_eq!(config.services.payments.instances, 2);
+
+        let mut edited = StackConfig::default();
+        edited.services.auth.instances = 4;
+        state.scale().unwrap().apply(&mut edited);
+        assert_eq!(edited.services.auth.instances, 4);
     }
 
     #[test]

@@ -27,8 +27,12 @@ bcrypt_cost = 10
 /// The functional checks send more than the default rate limit allows; it is tested last.
 const RAISED_LIMIT: &str = "[nginx]\nrate_limit_per_minute = 6000\nrate_limit_burst = 500\n";
 
+/// The end-to-end tests share the engine and the machine's two cores: one at a time.
+static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Stack {
     dir: tempfile::TempDir,
+    https_port: i64,
 }
 
 /// Removes the stack, data included, when the test ends, passed or not.
@@ -48,7 +52,12 @@ impl Stack {
     fn new(config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("stack.toml"), config).unwrap();
-        Self { dir }
+        let https_port = config
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|t| t.get("ports")?.get("https")?.as_integer())
+            .unwrap_or(443);
+        Self { dir, https_port }
     }
 
     fn path(&self) -> &Path {
@@ -56,9 +65,14 @@ impl Stack {
     }
 
     fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, &[])
+    }
+
+    fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new(BIN)
             .current_dir(self.path())
             .env("STACKCTL_SOURCE_DIR", source_dir())
+            .envs(env.iter().copied())
             .args(args)
             .output()
             .unwrap()
@@ -119,7 +133,10 @@ impl Stack {
             ]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.curl(&format!("https://localhost:18443{path}"), &args)
+        self.curl(
+            &format!("https://localhost:{}{path}", self.https_port),
+            &args,
+        )
     }
 
     fn containers(&self) -> Vec<Value> {
@@ -217,6 +234,7 @@ const ALL: [&str; 7] = [
 #[test]
 #[ignore = "needs the Docker engine and builds images; setup/test.sh runs it"]
 fn whole_stack_end_to_end() {
+    let _engine = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
     // Bad input changes nothing.
     let broken = Stack::new("[ports]\nhtp = 80\n");
     let out = broken.run(&["up"]);
@@ -490,4 +508,275 @@ fn whole_stack_end_to_end() {
         "{volumes:?}"
     );
     assert!(!networks.iter().any(|n| n == "app-network"), "{networks:?}");
+}
+
+const SCALE_CONFIG: &str = r#"project = "e2e-scale"
+[ports]
+http = 19080
+https = 19443
+auth_db = 19432
+payments_db = 19433
+[services.auth]
+bcrypt_cost = 10
+[nginx]
+rate_limit_per_minute = 600000
+rate_limit_burst = 10000
+"#;
+
+/// wrk running `setup/load.lua` against the stack until [`Load::finish`].
+struct Load {
+    child: std::process::Child,
+}
+
+impl Load {
+    fn start(stack: &Stack, token: &str, reference: &str) -> Self {
+        let child = Command::new("wrk")
+            .args(["-t2", "-c4", "-d30m", "--timeout", "10s", "-s"])
+            .arg(source_dir().join("setup/load.lua"))
+            .arg(format!("https://localhost:{}", stack.https_port))
+            .env("LOAD_TOKEN", token)
+            .env("LOAD_REFERENCE", reference)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("wrk is installed by setup/setup.sh");
+        Self { child }
+    }
+
+    /// Stops wrk (SIGINT makes it report) and returns its counters.
+    fn finish(self) -> std::collections::BTreeMap<String, u64> {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let out = self.child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("LOAD "))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no LOAD line from wrk:\n{stdout}\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        let counters = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.parse().unwrap()))
+            .collect();
+        eprintln!("{line}\n{}", String::from_utf8_lossy(&out.stderr));
+        counters
+    }
+}
+
+/// The instance names that answered `n` health checks of a service through the edge.
+fn answering(stack: &Stack, service: &str, n: usize) -> BTreeSet<String> {
+    (0..n)
+        .map(|_| {
+            let reply = stack.https("GET", &format!("/health/{service}"), None, None);
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            reply.body["data"]["instance"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+/// The running instances of a service, from `ps`.
+fn running(stack: &Stack, prefix: &str) -> BTreeSet<String> {
+    stack
+        .containers()
+        .iter()
+        .filter(|c| c["state"] == "running")
+        .filter_map(|c| c["name"].as_str())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The instances the rendered upstream of a service lists.
+fn upstream(stack: &Stack, service: &str) -> BTreeSet<String> {
+    let site = std::fs::read_to_string(stack.path().join(".stackctl/nginx/stack.conf")).unwrap();
+    let block = site
+        .split(&format!("upstream {service} {{"))
+        .nth(1)
+        .unwrap()
+        .split('}')
+        .next()
+        .unwrap();
+    block
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("server "))
+        .filter_map(|l| l.split(':').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|n| (*n).to_owned()).collect()
+}
+
+#[test]
+#[ignore = "needs the Docker engine and builds images; setup/test.sh runs it"]
+fn scale_and_rolling_replacement_fail_no_request() {
+    let _engine = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let stack = Stack::new(SCALE_CONFIG);
+    stack.ok(&["down", "--volumes", "--yes"]);
+
+    // Refused before anything is touched.
+    for (args, why) in [
+        (["scale", "auth", "0"], "0 is not in 1..=16"),
+        (["scale", "auth", "17"], "17 is not in 1..=16"),
+        (["scale", "nginx", "2"], "invalid value 'nginx'"),
+    ] {
+        let out = stack.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    }
+
+    stack.ok(&["up"]);
+    let reg = stack.https(
+        "POST",
+        "/a/auth/register",
+        None,
+        Some(&json!({"email": "scale@example.com", "phone": "+256772555001", "password": "scale-password"})),
+    );
+    assert_eq!(reg.status, 201, "{}", reg.body);
+    let login = stack.https(
+        "POST",
+        "/a/auth/login",
+        None,
+        Some(&json!({"identifier": "scale@example.com", "password": "scale-password"})),
+    );
+    let token = login.body["data"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let created = stack.https(
+        "POST",
+        "/b/payments",
+        Some(&token),
+        Some(&json!({"amount": "99.00", "currency": "USD", "paymentMethod": "CARD", "customerPhone": "+254712345678"})),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let reference = created.body["data"]["payment"]["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The plan alone changes nothing.
+    let plan = stack.ok(&["scale", "auth", "3", "--dry-run"]);
+    assert!(plan.contains("start app_a3"), "{plan}");
+    assert!(
+        plan.contains("route auth to app_a1, app_a2, app_a3"),
+        "{plan}"
+    );
+    assert_eq!(running(&stack, "app_a"), set(&["app_a1", "app_a2"]));
+
+    let load = Load::start(&stack, &token, &reference);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+
+    stack.ok(&["scale", "auth", "3"]);
+    assert_eq!(
+        running(&stack, "app_a"),
+        set(&["app_a1", "app_a2", "app_a3"])
+    );
+    assert_eq!(upstream(&stack, "service_a"), running(&stack, "app_a"));
+    assert!(
+        answering(&stack, "service_a", 12).contains("app_a3"),
+        "the new instance serves"
+    );
+
+    // A template nginx rejects: the old configuration keeps serving, the new instance goes.
+    let site_before =
+        std::fs::read_to_string(stack.path().join(".stackctl/nginx/stack.conf")).unwrap();
+    let broken = std::fs::read_to_string(source_dir().join("templates/nginx/site.conf.j2"))
+        .unwrap()
+        .replace("keepalive 32;", "keepalive 32;\n    no_such_directive on;");
+    std::fs::write(stack.path().join("broken.j2"), broken).unwrap();
+    let out = stack.run_with(
+        &["scale", "auth", "4"],
+        &[("STACKCTL_NGINX_SITE_TEMPLATE", "broken.j2")],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nginx rejected") && stderr.contains("no_such_directive"),
+        "{stderr}"
+    );
+    assert_eq!(
+        running(&stack, "app_a"),
+        set(&["app_a1", "app_a2", "app_a3"]),
+        "app_a4 removed"
+    );
+    assert_eq!(
+        std::fs::read_to_string(stack.path().join(".stackctl/nginx/stack.conf")).unwrap(),
+        site_before
+    );
+    assert_eq!(
+        answering(&stack, "service_a", 12),
+        set(&["app_a1", "app_a2", "app_a3"])
+    );
+
+    stack.ok(&["scale", "auth", "1"]);
+    assert_eq!(running(&stack, "app_a"), set(&["app_a1"]));
+    assert_eq!(upstream(&stack, "service_a"), set(&["app_a1"]));
+    assert_eq!(
+        answering(&stack, "service_a", 8),
+        set(&["app_a1"]),
+        "removed instances get none"
+    );
+    stack.ok(&["scale", "auth", "2"]);
+    assert_eq!(upstream(&stack, "service_a"), set(&["app_a1", "app_a2"]));
+
+    stack.ok(&["scale", "payments", "1"]);
+    assert_eq!(running(&stack, "app_b"), set(&["app_b1"]));
+    stack.ok(&["scale", "payments", "3"]);
+    assert_eq!(
+        running(&stack, "app_b"),
+        set(&["app_b1", "app_b2", "app_b3"])
+    );
+    assert_eq!(upstream(&stack, "service_b"), running(&stack, "app_b"));
+
+    // Rolling replacement: every instance is a new container, the count is unchanged.
+    let before = ids(&stack);
+    stack.ok(&["restart", "auth"]);
+    stack.ok(&["restart", "payments"]);
+    let after = ids(&stack);
+    for (name, id) in &after {
+        if name.starts_with("app_") {
+            assert!(
+                !before.contains(&(name.clone(), id.clone())),
+                "{name} was replaced"
+            );
+        }
+    }
+    assert_eq!(running(&stack, "app_a"), set(&["app_a1", "app_a2"]));
+    assert_eq!(
+        running(&stack, "app_b"),
+        set(&["app_b1", "app_b2", "app_b3"])
+    );
+
+    // A later `up` keeps the scaled counts.
+    stack.ok(&["up"]);
+    assert_eq!(
+        running(&stack, "app_b"),
+        set(&["app_b1", "app_b2", "app_b3"])
+    );
+
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let counters = load.finish();
+    assert!(
+        counters["requests"] > 500,
+        "a steady load ran: {counters:?}"
+    );
+    for key in ["failed", "connect", "read", "write", "timeout"] {
+        assert_eq!(counters[key], 0, "{key}: {counters:?}");
+    }
+    assert_eq!(counters["ok"], counters["requests"], "{counters:?}");
 }

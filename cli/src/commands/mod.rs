@@ -1,6 +1,6 @@
 //! One module per subcommand: `Args` and `run`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::{config::StackConfig, state::StateDir, ui::Ui};
 
@@ -10,6 +10,8 @@ pub mod config;
 pub mod down;
 pub mod logs;
 pub mod ps;
+pub mod restart;
+pub mod scale;
 pub mod secrets;
 pub mod up;
 
@@ -31,9 +33,22 @@ impl Ctx {
         }
     }
 
-    /// The effective configuration; a bad file is an error that names the key.
+    /// The effective configuration, with the instance counts `scale` set; a bad file is an
+    /// error that names the key.
     pub fn config(&self) -> anyhow::Result<StackConfig> {
+        let mut config = self.configured()?;
+        self.state.scale()?.apply(&mut config);
+        Ok(config)
+    }
+
+    /// The configuration as the file and environment give it, without what `scale` set.
+    pub fn configured(&self) -> anyhow::Result<StackConfig> {
         StackConfig::load(&self.config_file, self.explicit)
+    }
+
+    /// Where relative paths of the configuration start: the configuration file's folder.
+    pub fn base_dir(&self) -> &Path {
+        self.state.root().parent().unwrap_or(Path::new("."))
     }
 }
 

@@ -2,15 +2,17 @@
 
 use std::net::TcpListener;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use crate::{
     certs,
     config::StackConfig,
-    docker::Engine,
+    docker::{self, Engine, Health},
     images, nginx,
-    stack::{self, NETWORK, Outcome, PROXY, Plan, Service},
+    rollout::{self, Replace, Rollout},
+    stack::{self, App, NETWORK, Outcome, PROXY, Plan, Service, Spec},
     state::write_with_mode,
+    ui::Ui,
 };
 
 /// Start the whole stack, or bring it in line with the configuration: images are built when
@@ -51,69 +53,51 @@ pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     }
     let plan = Plan::new(&config, &images, &secrets, ctx.state.root())?;
     let site = nginx::render_site(
-        nginx::SITE_TEMPLATE,
+        &nginx::template(&config, ctx.base_dir())?,
         &config,
-        &Service::Auth.instance_names(config.services.auth.instances),
-        &Service::Payments.instance_names(config.services.payments.instances),
+        &App::Auth.instance_names(config.services.auth.instances),
+        &App::Payments.instance_names(config.services.payments.instances),
     )?;
     let site_path = ctx.state.path("nginx/stack.conf");
-    let site_changed = std::fs::read_to_string(&site_path).ok().as_deref() != Some(site.as_str());
 
-    // Instances that the configuration no longer has leave the edge first, then go.
-    let wanted = plan.names();
-    let extra: Vec<String> = engine
-        .containers(&config.project)
-        .await?
-        .into_iter()
-        .filter_map(|c| {
-            c.names?
-                .first()
-                .map(|n| n.trim_start_matches('/').to_owned())
-        })
-        .filter(|n| !wanted.contains(&n.as_str()))
-        .collect();
-
-    // nginx resolves upstream names when it loads its configuration, so a recreated instance
-    // (new address) needs a reload even when the site text did not change.
-    let mut instances_changed = false;
-    for group in &plan.groups {
-        let is_edge = group.iter().any(|s| s.service == Service::Nginx);
-        if is_edge {
-            write_with_mode(&site_path, site.as_bytes(), 0o644)?;
+    reconcile_group(&engine, &config, &plan.databases, ui).await?;
+    // With the edge serving, instances change one at a time behind it, so an update fails no
+    // request; without it there is nothing to keep serving and they start together.
+    let edge_serving = engine.health(PROXY).await? != Health::Down;
+    if edge_serving {
+        let mut rollout =
+            Rollout::new(&engine, &config, ctx.base_dir(), site_path.clone(), ui).await?;
+        for app in App::ALL {
+            let current = rollout::instances(&engine, &config.project, app).await?;
+            let steps = rollout::plan(app, plan.app(app), &current, Replace::Changed);
+            rollout.run(steps).await?;
         }
-        let mut changed = Vec::new();
-        // The containers of one group do not depend on each other: reconcile them together.
-        let outcomes = futures_util::future::try_join_all(
-            group
-                .iter()
-                .map(|spec| stack::reconcile(&engine, &config.project, spec)),
-        )
-        .await?;
-        for (spec, outcome) in group.iter().zip(outcomes) {
-            if outcome != Outcome::Kept {
-                ui.step(&format!(
-                    "{} {}",
-                    format!("{outcome:?}").to_lowercase(),
-                    spec.name
-                ));
-            }
-            changed.push(spec.name.clone());
-            if !is_edge && outcome != Outcome::Kept {
-                instances_changed = true;
-            }
-            if is_edge
-                && outcome == Outcome::Kept
-                && (site_changed || cert.renewed || instances_changed)
-            {
-                reload_proxy(&engine).await?;
-                ui.step("nginx configuration reloaded");
-            }
+    } else {
+        for app in App::ALL {
+            reconcile_group(&engine, &config, &plan.app(app).wanted(), ui).await?;
         }
-        stack::wait_healthy(&engine, &changed, ui).await?;
     }
-    for name in &extra {
-        ui.step(&format!("removing {name}"));
-        engine.remove(name, stack::STOP_GRACE).await?;
+
+    if stack::is_current(&engine, &plan.edge).await? {
+        let site_changed =
+            std::fs::read_to_string(&site_path).ok().as_deref() != Some(site.as_str());
+        if site_changed || cert.renewed {
+            rollout::apply_site(&engine, &site_path, &site, ui).await?;
+            ui.step("nginx configuration reloaded");
+        }
+    } else {
+        write_with_mode(&site_path, site.as_bytes(), 0o644)?;
+        reconcile_group(&engine, &config, std::slice::from_ref(&plan.edge), ui).await?;
+    }
+
+    // Whatever the plan no longer has goes, now that nothing routes to it.
+    let wanted = plan.names();
+    for c in engine.containers(&config.project).await? {
+        let name = docker::container_name(&c);
+        if !wanted.contains(&name) {
+            ui.step(&format!("removing {name}"));
+            engine.remove(&name, stack::STOP_GRACE).await?;
+        }
     }
 
     print_urls(&config);
@@ -121,21 +105,30 @@ pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Validates the edge's configuration inside the container, then reloads it gracefully. A
-/// configuration that does not validate is never loaded.
-pub async fn reload_proxy(engine: &Engine) -> anyhow::Result<()> {
-    let (code, out) = engine.exec(PROXY, &["nginx", "-t"]).await?;
-    if code != 0 {
-        bail!(
-            "nginx rejected the new configuration, the old one keeps serving:\n{}",
-            out.trim()
-        );
+/// Reconciles containers that do not depend on each other together, then waits for them.
+async fn reconcile_group(
+    engine: &Engine,
+    config: &StackConfig,
+    group: &[Spec],
+    ui: &Ui,
+) -> anyhow::Result<()> {
+    let outcomes = futures_util::future::try_join_all(
+        group
+            .iter()
+            .map(|spec| stack::reconcile(engine, &config.project, spec)),
+    )
+    .await?;
+    for (spec, outcome) in group.iter().zip(outcomes) {
+        if outcome != Outcome::Kept {
+            ui.step(&format!(
+                "{} {}",
+                format!("{outcome:?}").to_lowercase(),
+                spec.name
+            ));
+        }
     }
-    let (code, out) = engine.exec(PROXY, &["nginx", "-s", "reload"]).await?;
-    if code != 0 {
-        bail!("nginx reload failed: {}", out.trim());
-    }
-    Ok(())
+    let names: Vec<String> = group.iter().map(|s| s.name.clone()).collect();
+    stack::wait_healthy(engine, &names, ui).await
 }
 
 /// Refuses to start when a port the stack publishes is taken by something else, before

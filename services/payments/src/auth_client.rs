@@ -68,14 +68,7 @@ impl AuthClient {
             cache.entries.remove(&key);
         }
 
-        let mut req = self.http.post(&self.me_url).bearer_auth(token);
-        if let Some(id) = svc_common::request_id::current() {
-            req = req.header(svc_common::request_id::HEADER, id);
-        }
-        let res = req
-            .send()
-            .await
-            .map_err(|e| AuthError::Unavailable(e.without_url().to_string()))?;
+        let res = self.ask_me(token).await?;
         match res.status().as_u16() {
             200 => {}
             401 | 403 => return Err(AuthError::Rejected),
@@ -96,6 +89,27 @@ impl AuthClient {
             cache.entries.insert(key, (expires, user));
         }
         Ok(user)
+    }
+
+    /// Sends `POST /auth/me`. A connection the auth instance closed under us (it is being
+    /// replaced, or closed an idle keep-alive connection just as it was reused) is retried once
+    /// on a fresh one: the call only reads, so a retry is safe. A timeout is not retried.
+    async fn ask_me(&self, token: &str) -> Result<reqwest::Response, AuthError> {
+        let mut retried = false;
+        loop {
+            let mut req = self.http.post(&self.me_url).bearer_auth(token);
+            if let Some(id) = svc_common::request_id::current() {
+                req = req.header(svc_common::request_id::HEADER, id);
+            }
+            match req.send().await {
+                Ok(res) => return Ok(res),
+                Err(e) if !retried && !e.is_timeout() => {
+                    tracing::warn!(error = %e.without_url(), "auth service call failed; retrying once");
+                    retried = true;
+                }
+                Err(e) => return Err(AuthError::Unavailable(e.without_url().to_string())),
+            }
+        }
     }
 
     /// Whether the auth service answers its health check.

@@ -1,0 +1,547 @@
+//! Changing a running service's instances without failing a request. New instances pass their
+//! health check before nginx routes to them; leaving ones are taken out of nginx, and nginx's
+//! old workers finish their requests, before they are drained and stopped. `scale`, `restart`
+//! and `up` plan their changes as [`Step`]s and run them here.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::bail;
+use bollard::models::ContainerSummaryStateEnum;
+use futures_util::future::try_join_all;
+
+use crate::{
+    config::StackConfig,
+    docker::{self, Engine, LABEL_CONFIG_HASH, LABEL_SERVICE},
+    nginx,
+    stack::{self, App, AppSpecs, PROXY, STOP_GRACE, Spec},
+    state::write_with_mode,
+    ui::Ui,
+};
+
+/// One step of a change to a service's instances.
+pub enum Step {
+    /// Create and start these instances, then wait until each is healthy.
+    Start(Vec<Spec>),
+    /// Route the service to exactly these instances: render, `nginx -t`, graceful reload.
+    Route(App, Vec<String>),
+    /// Drain, stop and remove these instances.
+    Stop(Vec<String>),
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Start(specs) => {
+                write!(f, "start {}, wait until healthy", names(specs).join(", "))
+            }
+            Self::Route(app, names) => write!(
+                f,
+                "route {} to {} (nginx -t, reload)",
+                app.service().label(),
+                names.join(", ")
+            ),
+            Self::Stop(names) => write!(f, "drain and remove {}", names.join(", ")),
+        }
+    }
+}
+
+/// Which existing instances a change replaces. Instances that are not running are always
+/// replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replace {
+    /// Only the count changes (`scale`).
+    Stopped,
+    /// Those whose settings or image changed (`up`).
+    Changed,
+    /// Every one (`restart`).
+    All,
+}
+
+/// An instance as the engine has it.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub name: String,
+    pub hash: String,
+    pub running: bool,
+}
+
+/// The service's instances, lowest number first.
+pub async fn instances(engine: &Engine, project: &str, app: App) -> anyhow::Result<Vec<Instance>> {
+    let mut found: Vec<(u32, Instance)> = engine
+        .containers(project)
+        .await?
+        .into_iter()
+        .filter_map(|c| {
+            let labels = c.labels.clone().unwrap_or_default();
+            if labels.get(LABEL_SERVICE).map(String::as_str) != Some(app.service().label()) {
+                return None;
+            }
+            let name = docker::container_name(&c);
+            let number = app.instance_number(&name)?;
+            Some((
+                number,
+                Instance {
+                    hash: labels.get(LABEL_CONFIG_HASH).cloned().unwrap_or_default(),
+                    running: c.state == Some(ContainerSummaryStateEnum::RUNNING),
+                    name,
+                },
+            ))
+        })
+        .collect();
+    found.sort_by_key(|(n, _)| *n);
+    Ok(found.into_iter().map(|(_, i)| i).collect())
+}
+
+/// The steps that take `current` to `specs.instances` instances, replacing what `replace`
+/// says. While instances are replaced one extra instance (the next free number) serves, so the
+/// service never has fewer than its count routed.
+pub fn plan(app: App, specs: &AppSpecs, current: &[Instance], replace: Replace) -> Vec<Step> {
+    let wanted = specs.wanted();
+    let mut live: Vec<String> = current
+        .iter()
+        .filter(|i| i.running)
+        .map(|i| i.name.clone())
+        .collect();
+    let mut steps = Vec::new();
+
+    // Leaving instances go first, highest numbers first.
+    let leaving: Vec<String> = current
+        .iter()
+        .rev()
+        .filter(|i| !wanted.iter().any(|s| s.name == i.name))
+        .map(|i| i.name.clone())
+        .collect();
+    if !leaving.is_empty() {
+        live.retain(|n| !leaving.contains(n));
+        steps.push(Step::Route(app, live.clone()));
+        steps.push(Step::Stop(leaving));
+    }
+
+    let new: Vec<Spec> = wanted
+        .iter()
+        .filter(|s| !current.iter().any(|i| i.name == s.name))
+        .cloned()
+        .collect();
+    if !new.is_empty() {
+        live.extend(names(&new));
+        sort(app, &mut live);
+        steps.push(Step::Start(new));
+        steps.push(Step::Route(app, live.clone()));
+    }
+
+    let stale: Vec<&Spec> = wanted
+        .iter()
+        .filter(|s| {
+            current.iter().any(|i| {
+                i.name == s.name
+                    && (!i.running
+                        || replace == Replace::All
+                        || (replace == Replace::Changed && i.hash != s.hash))
+            })
+        })
+        .collect();
+    if !stale.is_empty() {
+        let top = current
+            .iter()
+            .map(|i| i.name.as_str())
+            .chain(wanted.iter().map(|s| s.name.as_str()))
+            .filter_map(|n| app.instance_number(n))
+            .max()
+            .unwrap_or(0);
+        let surge = specs.spec(&app.instance_name(top + 1));
+        live.push(surge.name.clone());
+        steps.push(Step::Start(vec![surge.clone()]));
+        steps.push(Step::Route(app, live.clone()));
+        for spec in stale {
+            live.retain(|n| *n != spec.name);
+            steps.push(Step::Route(app, live.clone()));
+            steps.push(Step::Stop(vec![spec.name.clone()]));
+            steps.push(Step::Start(vec![spec.clone()]));
+            live.push(spec.name.clone());
+            sort(app, &mut live);
+            steps.push(Step::Route(app, live.clone()));
+        }
+        live.retain(|n| *n != surge.name);
+        steps.push(Step::Route(app, live));
+        steps.push(Step::Stop(vec![surge.name]));
+    }
+    merge_routes(steps)
+}
+
+/// Back-to-back routes of one service become the last one: a reload switches atomically.
+fn merge_routes(steps: Vec<Step>) -> Vec<Step> {
+    let mut merged: Vec<Step> = Vec::with_capacity(steps.len());
+    for step in steps {
+        if let (Step::Route(app, _), Some(Step::Route(last, _))) = (&step, merged.last())
+            && app == last
+        {
+            merged.pop();
+        }
+        merged.push(step);
+    }
+    merged
+}
+
+fn names(specs: &[Spec]) -> Vec<String> {
+    specs.iter().map(|s| s.name.clone()).collect()
+}
+
+fn sort(app: App, names: &mut [String]) {
+    names.sort_by_key(|n| app.instance_number(n));
+}
+
+/// Runs planned steps against the engine and the edge.
+pub struct Rollout<'a> {
+    engine: &'a Engine,
+    config: &'a StackConfig,
+    template: String,
+    site_path: PathBuf,
+    ui: &'a Ui,
+    /// The instances the edge routes to, per service.
+    routed: [Vec<String>; 2],
+    /// Started by this rollout and not routed yet: removed again when a later step fails.
+    unrouted: Vec<String>,
+}
+
+impl<'a> Rollout<'a> {
+    /// Starts from the running instances of both services, which the edge routes to.
+    pub async fn new(
+        engine: &'a Engine,
+        config: &'a StackConfig,
+        base_dir: &Path,
+        site_path: PathBuf,
+        ui: &'a Ui,
+    ) -> anyhow::Result<Self> {
+        let mut routed: [Vec<String>; 2] = Default::default();
+        for (slot, app) in routed.iter_mut().zip(App::ALL) {
+            *slot = instances(engine, &config.project, app)
+                .await?
+                .into_iter()
+                .filter(|i| i.running)
+                .map(|i| i.name)
+                .collect();
+        }
+        Ok(Self {
+            engine,
+            config,
+            template: nginx::template(config, base_dir)?,
+            site_path,
+            ui,
+            routed,
+            unrouted: Vec::new(),
+        })
+    }
+
+    /// Runs the steps in order, one line each. When one fails, the instances it started that
+    /// nginx never routed to are removed and the error says what still serves.
+    pub async fn run(&mut self, steps: Vec<Step>) -> anyhow::Result<()> {
+        for step in steps {
+            let started = Instant::now();
+            if let Err(e) = self.apply(&step).await {
+                self.remove_unrouted().await;
+                return Err(e.context(format!(
+                    "{step} failed; nginx still routes auth to {} and payments to {} (run `stackctl up` to finish the change)",
+                    list(&self.routed[0]),
+                    list(&self.routed[1]),
+                )));
+            }
+            self.ui
+                .step(&format!("{step} ({:.1}s)", started.elapsed().as_secs_f64()));
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, step: &Step) -> anyhow::Result<()> {
+        match step {
+            Step::Start(specs) => {
+                self.unrouted.extend(names(specs));
+                try_join_all(
+                    specs
+                        .iter()
+                        .map(|s| self.engine.create_and_start(&s.name, s.body.clone())),
+                )
+                .await?;
+                stack::wait_healthy(self.engine, &names(specs), self.ui).await
+            }
+            Step::Route(app, names) => {
+                let mut next = self.routed.clone();
+                next[slot(*app)].clone_from(names);
+                let site = nginx::render_site(&self.template, self.config, &next[0], &next[1])?;
+                apply_site(self.engine, &self.site_path, &site, self.ui).await?;
+                self.routed = next;
+                self.unrouted.retain(|n| !names.contains(n));
+                Ok(())
+            }
+            Step::Stop(names) => {
+                try_join_all(names.iter().map(|n| self.engine.remove(n, STOP_GRACE))).await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn remove_unrouted(&mut self) {
+        for name in std::mem::take(&mut self.unrouted) {
+            self.ui
+                .step(&format!("removing {name}: nginx never routed to it"));
+            if let Err(e) = self.engine.remove(&name, STOP_GRACE).await {
+                self.ui.detail(&format!("could not remove {name}: {e:#}"));
+            }
+        }
+    }
+}
+
+fn slot(app: App) -> usize {
+    match app {
+        App::Auth => 0,
+        App::Payments => 1,
+    }
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "nothing".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Writes the edge's site and has nginx load it. nginx validates it first (`nginx -t` in the
+/// container); when it does not validate, the previous file is put back, so what nginx serves
+/// with, and would load on a restart, stays the old configuration.
+pub async fn apply_site(engine: &Engine, path: &Path, site: &str, ui: &Ui) -> anyhow::Result<()> {
+    let previous = std::fs::read(path).ok();
+    write_with_mode(path, site.as_bytes(), 0o644)?;
+    if let Err(e) = reload_proxy(engine, ui).await {
+        match previous {
+            Some(old) => write_with_mode(path, &old, 0o644)?,
+            None => std::fs::remove_file(path)?,
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Validates the edge's configuration inside the container, then reloads it gracefully and
+/// waits until the workers of the old configuration have finished their requests and exited,
+/// so that an instance taken out of the upstream can stop safely afterwards. A configuration
+/// that does not validate is never loaded.
+pub async fn reload_proxy(engine: &Engine, ui: &Ui) -> anyhow::Result<()> {
+    let (code, out) = engine.exec(PROXY, &["nginx", "-t"]).await?;
+    if code != 0 {
+        bail!(
+            "nginx rejected the new configuration, the old one keeps serving:\n{}",
+            out.trim()
+        );
+    }
+    let old = workers(engine).await?;
+    let (code, out) = engine.exec(PROXY, &["nginx", "-s", "reload"]).await?;
+    if code != 0 {
+        bail!("nginx reload failed: {}", out.trim());
+    }
+    // `nginx -s reload` only signals the master; the old workers keep taking requests until it
+    // has started the new ones, then finish what they hold and exit.
+    let spinner = ui.spinner("waiting for nginx's old workers to finish their requests");
+    let deadline = Instant::now() + STOP_GRACE;
+    // Decided by the exit status, which the engine reports reliably, not by the output.
+    let gone = format!(
+        "for p in {}; do [ -e /proc/$p ] && exit 1; done; exit 0",
+        old.join(" ")
+    );
+    loop {
+        let (code, _) = engine.exec(PROXY, &["bash", "-c", &gone]).await?;
+        if code == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            ui.detail(&format!(
+                "nginx's old workers are still busy after {} s; going on",
+                STOP_GRACE.as_secs()
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    spinner.finish_and_clear();
+    Ok(())
+}
+
+/// The process ids of the proxy's nginx workers.
+async fn workers(engine: &Engine) -> anyhow::Result<Vec<String>> {
+    // `[p]` keeps this command's own command line from matching.
+    let list = "grep -ls 'worker [p]rocess' /proc/[0-9]*/cmdline";
+    // nginx always runs workers: an empty answer is a lost one, so ask again.
+    for _ in 0..5 {
+        let (_, out) = engine.exec(PROXY, &["bash", "-c", list]).await?;
+        let pids: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("/proc/")?.strip_suffix("/cmdline"))
+            .map(str::to_owned)
+            .collect();
+        if !pids.is_empty() {
+            return Ok(pids);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("cannot list nginx's worker processes in {PROXY}; is it running? (stackctl ps)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{images::ImageSet, state::Secrets};
+
+    fn specs(app: App, instances: u32) -> AppSpecs {
+        let mut config = StackConfig::default();
+        config.set_instances(app, instances);
+        let images = ImageSet {
+            postgres: "pg".into(),
+            nginx: "nginx".into(),
+            auth: "auth:2".into(),
+            payments: "payments:2".into(),
+        };
+        let secrets: Secrets = serde_json::from_value(serde_json::json!({
+            "jwt_secret": "j", "webhook_secret": "w",
+            "auth_db_password": "a", "payments_db_password": "p"
+        }))
+        .unwrap();
+        let plan = stack::Plan::new(&config, &images, &secrets, Path::new(".")).unwrap();
+        match app {
+            App::Auth => plan.auth,
+            App::Payments => plan.payments,
+        }
+    }
+
+    /// Instances as `specs` would make them (`same`), or with other settings.
+    fn running(app: App, n: u32, same: bool) -> Vec<Instance> {
+        let s = specs(app, n);
+        s.wanted()
+            .into_iter()
+            .map(|spec| Instance {
+                hash: if same { spec.hash } else { "old".into() },
+                name: spec.name,
+                running: true,
+            })
+            .collect()
+    }
+
+    fn lines(steps: &[Step]) -> Vec<String> {
+        steps.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn scaling_up_routes_only_after_the_new_instances_are_healthy() {
+        let steps = plan(
+            App::Auth,
+            &specs(App::Auth, 3),
+            &running(App::Auth, 2, true),
+            Replace::Stopped,
+        );
+        assert_eq!(
+            lines(&steps),
+            [
+                "start app_a3, wait until healthy",
+                "route auth to app_a1, app_a2, app_a3 (nginx -t, reload)",
+            ]
+        );
+    }
+
+    #[test]
+    fn scaling_down_unroutes_the_highest_numbers_before_stopping_them() {
+        let steps = plan(
+            App::Payments,
+            &specs(App::Payments, 1),
+            &running(App::Payments, 3, true),
+            Replace::Stopped,
+        );
+        assert_eq!(
+            lines(&steps),
+            [
+                "route payments to app_b1 (nginx -t, reload)",
+                "drain and remove app_b3, app_b2",
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_to_do_is_no_step() {
+        let steps = plan(
+            App::Auth,
+            &specs(App::Auth, 2),
+            &running(App::Auth, 2, true),
+            Replace::Changed,
+        );
+        assert!(steps.is_empty());
+    }
+
+    #[test]
+    fn a_replacement_keeps_the_full_count_routed() {
+        let steps = plan(
+            App::Auth,
+            &specs(App::Auth, 1),
+            &running(App::Auth, 1, false),
+            Replace::Changed,
+        );
+        assert_eq!(
+            lines(&steps),
+            [
+                "start app_a2, wait until healthy",
+                "route auth to app_a2 (nginx -t, reload)",
+                "drain and remove app_a1",
+                "start app_a1, wait until healthy",
+                "route auth to app_a1 (nginx -t, reload)",
+                "drain and remove app_a2",
+            ]
+        );
+        // Every route names at least as many instances as the service has.
+        for step in &steps {
+            if let Step::Route(_, names) = step {
+                assert!(!names.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn restart_replaces_every_instance_one_at_a_time() {
+        let steps = plan(
+            App::Payments,
+            &specs(App::Payments, 2),
+            &running(App::Payments, 2, true),
+            Replace::All,
+        );
+        assert_eq!(
+            lines(&steps),
+            [
+                "start app_b3, wait until healthy",
+                "route payments to app_b2, app_b3 (nginx -t, reload)",
+                "drain and remove app_b1",
+                "start app_b1, wait until healthy",
+                "route payments to app_b1, app_b3 (nginx -t, reload)",
+                "drain and remove app_b2",
+                "start app_b2, wait until healthy",
+                "route payments to app_b1, app_b2 (nginx -t, reload)",
+                "drain and remove app_b3",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stopped_instance_is_replaced_even_by_scale() {
+        let mut current = running(App::Auth, 2, true);
+        current[1].running = false;
+        let steps = plan(App::Auth, &specs(App::Auth, 2), &current, Replace::Stopped);
+        let text = lines(&steps);
+        assert!(
+            text.contains(&"drain and remove app_a2".to_owned()),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(&"start app_a2, wait until healthy".to_owned()),
+            "{text:?}"
+        );
+        assert_eq!(text.last().unwrap(), "drain and remove app_a3", "{text:?}");
+    }
+}
