@@ -1,7 +1,7 @@
 //! `stackctl down`: stops and removes the stack's containers.
 
 use crate::{
-    docker::{Engine, LABEL_SERVICE},
+    docker::{Engine, LABEL_SERVICE, container_name},
     stack::{self, NETWORK},
 };
 
@@ -44,11 +44,9 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
             if labels.get(LABEL_SERVICE).map(String::as_str) != Some(service) {
                 continue;
             }
-            if let Some(name) = c.names.as_ref().and_then(|n| n.first()) {
-                let name = name.trim_start_matches('/');
-                ctx.ui.step(&format!("removing {name}"));
-                engine.remove(name, stack::STOP_GRACE).await?;
-            }
+            let name = container_name(c);
+            ctx.ui.step(&format!("removing {name}"));
+            engine.remove(&name, stack::STOP_GRACE).await?;
         }
     }
     engine.remove_network(NETWORK, &config.project).await?;

@@ -3,7 +3,7 @@
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 
-use crate::docker::{Engine, LABEL_SERVICE};
+use crate::docker::{Engine, LABEL_SERVICE, container_name};
 
 /// List the stack's containers with state, health, ports and uptime.
 #[derive(clap::Args)]
@@ -33,12 +33,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let engine = Engine::connect().await?;
     let mut rows = Vec::new();
     for c in engine.containers(&config.project).await? {
-        let name = c
-            .names
-            .as_ref()
-            .and_then(|n| n.first())
-            .map(|n| n.trim_start_matches('/').to_owned())
-            .unwrap_or_default();
+        let name = container_name(&c);
         let health = engine
             .inspect(&name)
             .await?
