@@ -6,42 +6,8 @@
 # Uses project "bench-scale" on ports 29080, 29443, 29432, 29433 and removes it at the end.
 #   setup/bench-scale.sh          BENCH_DELAY_MS=10 setup/bench-scale.sh   (a heavier load)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-repo=$(pwd)
-
-bash setup/setup.sh
-echo "==> building stackctl (release)" >&2
-cargo build --release --locked -p stackctl >&2
-ctl="$repo/target/release/stackctl"
-export STACKCTL_SOURCE_DIR=$repo
-
-work=$(mktemp -d /tmp/stackctl-bench-scale.XXXXXX)
-cleanup() {
-  cd "$work" || return
-  "$ctl" -q down --volumes --yes >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-cd "$work"
-cat >stack.toml <<'TOML'
-project = "bench-scale"
-[ports]
-http = 29080
-https = 29443
-auth_db = 29432
-payments_db = 29433
-[services.auth]
-bcrypt_cost = 10
-[nginx]
-rate_limit_per_minute = 6000000
-rate_limit_burst = 100000
-TOML
-
-"$ctl" -q down --volumes --yes
-echo "==> stackctl up" >&2
-"$ctl" -q up
-edge=https://localhost:29443
-api() { curl -fs --cacert .stackctl/tls/cert.pem -H 'Content-Type: application/json' "$@"; }
+source "$(dirname "$0")/bench-lib.sh"
+bench_stack bench-scale 29
 api "$edge/a/auth/register" -d '{"email":"scale@example.com","phone":"+256772999997","password":"bench-password"}' >/dev/null
 export LOAD_TOKEN LOAD_REFERENCE LOAD_DELAY_MS=${BENCH_DELAY_MS:-20}
 LOAD_TOKEN=$(api "$edge/a/auth/login" -d '{"identifier":"scale@example.com","password":"bench-password"}' |

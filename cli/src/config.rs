@@ -287,8 +287,22 @@ impl StackConfig {
         if self.backup.keep_days == 0 {
             bail!("backup.keep_days: must be at least 1");
         }
+        parse_cron(&self.backup.cron).context("backup.cron")?;
         Ok(())
     }
+}
+
+/// A cron expression with seconds (`"0 0 2 * * *"`: 02:00:00 every day).
+pub fn parse_cron(expr: &str) -> anyhow::Result<croner::Cron> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .build()
+        .parse(expr)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e}; give six fields with seconds first, e.g. \"0 0 2 * * *\" for 02:00 daily"
+            )
+        })
 }
 
 /// Sets a dotted `key` in `table`, parsing `value` as a TOML value (a bare word is a string).
@@ -352,6 +366,7 @@ mod tests {
                 "[nginx]\nrate_limit_per_minute = 0\n",
                 "nginx.rate_limit_per_minute",
             ),
+            ("[backup]\ncron = \"0 2 * * *\"\n", "backup.cron"),
         ] {
             let err = format!("{:#}", load(text).unwrap_err());
             assert!(err.contains(key), "{text:?}: {err}");

@@ -6,6 +6,7 @@ use std::{collections::HashMap, path::Path, time::Duration};
 use anyhow::{Context, bail};
 use bollard::{
     Docker, body_full, body_stream,
+    container::LogOutput,
     errors::Error as DockerError,
     exec::{CreateExecOptions, StartExecOptions, StartExecResults},
     models::{
@@ -240,8 +241,8 @@ impl Engine {
             .with_context(|| format!("start container {name}"))
     }
 
-    /// Stops (SIGTERM, then SIGKILL after `grace`) and removes a container.
-    pub async fn remove(&self, name: &str, grace: Duration) -> anyhow::Result<()> {
+    /// Stops a container: SIGTERM, then SIGKILL after `grace`. A stopped or missing one is fine.
+    pub async fn stop(&self, name: &str, grace: Duration) -> anyhow::Result<()> {
         let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
         match self
             .docker
@@ -254,10 +255,24 @@ impl Engine {
             )
             .await
         {
-            Ok(()) => {}
-            Err(e) if is_not_found(&e) || is_not_modified(&e) => {}
-            Err(e) => return Err(e).with_context(|| format!("stop container {name}")),
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) || is_not_modified(&e) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("stop container {name}")),
         }
+    }
+
+    /// Starts an existing container.
+    pub async fn start(&self, name: &str) -> anyhow::Result<()> {
+        match self.docker.start_container(name, None).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_modified(&e) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("start container {name}")),
+        }
+    }
+
+    /// Stops (SIGTERM, then SIGKILL after `grace`) and removes a container.
+    pub async fn remove(&self, name: &str, grace: Duration) -> anyhow::Result<()> {
+        self.stop(name, grace).await?;
         match self
             .docker
             .remove_container(
@@ -292,24 +307,12 @@ impl Engine {
 
     /// Runs `cmd` in the container and returns its exit code and combined output.
     pub async fn exec(&self, name: &str, cmd: &[&str]) -> anyhow::Result<(i64, String)> {
-        let exec = self
-            .docker
-            .create_exec(
-                name,
-                CreateExecOptions {
-                    cmd: Some(cmd.iter().map(|s| (*s).to_owned()).collect()),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    tty: Some(false),
-                    ..Default::default()
-                },
-            )
-            .await
-            .with_context(|| format!("exec in {name}"))?;
+        // The empty user is the container's own.
+        let id = self.create_exec(name, "", cmd, false).await?;
         let mut out = String::new();
         if let StartExecResults::Attached { mut output, .. } = self
             .docker
-            .start_exec(&exec.id, None::<StartExecOptions>)
+            .start_exec(&id, None::<StartExecOptions>)
             .await
             .with_context(|| format!("exec in {name}"))?
         {
@@ -321,14 +324,129 @@ impl Engine {
                 );
             }
         }
-        let code = self
+        Ok((self.exit_code(&id, name).await?, out))
+    }
+
+    /// Runs `cmd` as `user` and hands its standard output to `sink` chunk by chunk, byte-exact
+    /// (no TTY). Returns the exit code and what it wrote to standard error.
+    pub async fn exec_out(
+        &self,
+        name: &str,
+        user: &str,
+        cmd: &[&str],
+        mut sink: impl FnMut(&[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<(i64, String)> {
+        let id = self.create_exec(name, user, cmd, false).await?;
+        let mut stderr = String::new();
+        if let StartExecResults::Attached { mut output, .. } = self
             .docker
-            .inspect_exec(&exec.id)
+            .start_exec(
+                &id,
+                Some(StartExecOptions {
+                    output_capacity: Some(256 * 1024),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .with_context(|| format!("exec in {name}"))?
+        {
+            while let Some(frame) = output.next().await {
+                match frame.with_context(|| format!("exec output from {name}"))? {
+                    LogOutput::StdOut { message } => sink(&message)?,
+                    other => stderr.push_str(&other.to_string()),
+                }
+            }
+        }
+        Ok((self.exit_code(&id, name).await?, stderr))
+    }
+
+    /// Runs `cmd` as `user` with the chunks from `input` on its standard input, then end of
+    /// file. Returns the exit code and its combined output.
+    pub async fn exec_in(
+        &self,
+        name: &str,
+        user: &str,
+        cmd: &[&str],
+        mut input: tokio::sync::mpsc::Receiver<anyhow::Result<Vec<u8>>>,
+    ) -> anyhow::Result<(i64, String)> {
+        use tokio::io::AsyncWriteExt;
+        let id = self.create_exec(name, user, cmd, true).await?;
+        let StartExecResults::Attached {
+            mut output,
+            input: mut stdin,
+        } = self
+            .docker
+            .start_exec(&id, None::<StartExecOptions>)
+            .await
+            .with_context(|| format!("exec in {name}"))?
+        else {
+            bail!("exec in {name} did not attach");
+        };
+        // Output is drained while input is written, so neither side can block the other.
+        let write = async {
+            while let Some(chunk) = input.recv().await {
+                stdin
+                    .write_all(&chunk?)
+                    .await
+                    .with_context(|| format!("write to {name}"))?;
+            }
+            stdin
+                .shutdown()
+                .await
+                .with_context(|| format!("close input of {name}"))
+        };
+        let read = async {
+            let mut out = String::new();
+            while let Some(frame) = output.next().await {
+                out.push_str(
+                    &frame
+                        .with_context(|| format!("exec output from {name}"))?
+                        .to_string(),
+                );
+            }
+            anyhow::Ok(out)
+        };
+        let (written, out) = tokio::join!(write, read);
+        let out = out?;
+        let code = self.exit_code(&id, name).await?;
+        written.with_context(|| format!("output so far: {}", out.trim()))?;
+        Ok((code, out))
+    }
+
+    async fn create_exec(
+        &self,
+        name: &str,
+        user: &str,
+        cmd: &[&str],
+        stdin: bool,
+    ) -> anyhow::Result<String> {
+        Ok(self
+            .docker
+            .create_exec(
+                name,
+                CreateExecOptions {
+                    cmd: Some(cmd.iter().map(|s| (*s).to_owned()).collect()),
+                    user: Some(user.to_owned()),
+                    attach_stdin: Some(stdin),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await
+            .with_context(|| format!("exec in {name}"))?
+            .id)
+    }
+
+    async fn exit_code(&self, id: &str, name: &str) -> anyhow::Result<i64> {
+        Ok(self
+            .docker
+            .inspect_exec(id)
             .await
             .with_context(|| format!("exec in {name}"))?
             .exit_code
-            .unwrap_or(-1);
-        Ok((code, out))
+            .unwrap_or(-1))
     }
 
     /// A container's log lines (stdout and stderr).

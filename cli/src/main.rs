@@ -7,6 +7,7 @@ use std::{
 
 use clap::{Parser, Subcommand};
 
+mod backup;
 mod certs;
 mod commands;
 mod config;
@@ -50,6 +51,8 @@ enum Command {
     Ps(commands::ps::Args),
     Scale(commands::scale::Args),
     Restart(commands::restart::Args),
+    Backup(commands::backup::Args),
+    Restore(commands::restore::Args),
     Logs(commands::logs::Args),
     Certs(commands::certs::Args),
     Secrets(commands::secrets::Args),
@@ -68,6 +71,8 @@ async fn main() -> ExitCode {
         Command::Ps(args) => commands::ps::run(args, &ctx).await,
         Command::Scale(args) => commands::scale::run(args, &ctx).await,
         Command::Restart(args) => commands::restart::run(args, &ctx).await,
+        Command::Backup(args) => commands::backup::run(args, &ctx).await,
+        Command::Restore(args) => commands::restore::run(args, &ctx).await,
         Command::Logs(args) => commands::logs::run(args, &ctx).await,
         Command::Certs(args) => commands::certs::run(args, &ctx).await,
         Command::Secrets(args) => commands::secrets::run(args, &ctx),

@@ -51,6 +51,18 @@ impl Ui {
         bar
     }
 
+    /// A byte counter with its rate, on a terminal; hidden otherwise (and with --quiet).
+    pub fn bytes(&self, message: &str) -> ProgressBar {
+        let bar = self.spinner(message);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "    {spinner} {msg}: {bytes} ({bytes_per_sec}, {elapsed})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar
+    }
+
     /// `done in 12.4s`
     pub fn done(&self) {
         if !self.quiet {

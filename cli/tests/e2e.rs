@@ -510,18 +510,25 @@ fn whole_stack_end_to_end() {
     assert!(!networks.iter().any(|n| n == "app-network"), "{networks:?}");
 }
 
-const SCALE_CONFIG: &str = r#"project = "e2e-scale"
-[ports]
-http = 19080
-https = 19443
-auth_db = 19432
-payments_db = 19433
-[services.auth]
-bcrypt_cost = 10
-[nginx]
-rate_limit_per_minute = 600000
-rate_limit_burst = 10000
-"#;
+/// A stack for the tests under load: its own project and ports (`PREFIX080`, `PREFIX443`,
+/// `PREFIX432`, `PREFIX433`), bcrypt at its cheapest, the rate limit out of the way.
+fn loaded_config(project: &str, prefix: u16) -> String {
+    format!(
+        "project = \"{project}\"\n[ports]\nhttp = {prefix}080\nhttps = {prefix}443\nauth_db = {prefix}432\npayments_db = {prefix}433\n[services.auth]\nbcrypt_cost = 10\n[nginx]\nrate_limit_per_minute = 600000\nrate_limit_burst = 10000\n"
+    )
+}
+
+/// Sends `signal` (`-INT`, `-TERM`) to a child process.
+fn signal(child: &std::process::Child, signal: &str) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
 
 /// wrk running `setup/load.lua` against the stack until [`Load::finish`].
 struct Load {
@@ -545,14 +552,7 @@ impl Load {
 
     /// Stops wrk (SIGINT makes it report) and returns its counters.
     fn finish(self) -> std::collections::BTreeMap<String, u64> {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-INT", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        signal(&self.child, "-INT");
         let out = self.child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         let line = stdout
@@ -624,7 +624,7 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 #[ignore = "needs the Docker engine and builds images; setup/test.sh runs it"]
 fn scale_and_rolling_replacement_fail_no_request() {
     let _engine = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
-    let stack = Stack::new(SCALE_CONFIG);
+    let stack = Stack::new(&loaded_config("e2e-scale", 19));
     stack.ok(&["down", "--volumes", "--yes"]);
 
     // Refused before anything is touched.
@@ -779,4 +779,334 @@ fn scale_and_rolling_replacement_fail_no_request() {
         assert_eq!(counters[key], 0, "{key}: {counters:?}");
     }
     assert_eq!(counters["ok"], counters["requests"], "{counters:?}");
+}
+
+/// `psql -Atc` in a database container.
+fn sql(container: &str, user: &str, db: &str, query: &str) -> String {
+    let out = Command::new("docker")
+        .args([
+            "exec", "-u", "postgres", container, "psql", "-U", user, "-d", db, "-Atc", query,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{query}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every row of a database as sorted INSERT statements: equal row sets compare equal.
+fn rows(container: &str, user: &str, db: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "exec", "-u", "postgres", container, "pg_dump", "-U", user, "-d", db,
+        ])
+        .args(["--data-only", "--inserts", "--rows-per-insert=1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("INSERT"))
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn auth_rows() -> Vec<String> {
+    rows("auth-db", "auth", "nest")
+}
+
+fn payment_rows() -> Vec<String> {
+    rows("payments-db", "payments", "payments")
+}
+
+/// The backup files (not checksums) under a folder.
+fn backup_files(dir: &Path) -> BTreeSet<PathBuf> {
+    let mut found = BTreeSet::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(backup_files(&path));
+        } else if !path.to_string_lossy().ends_with(".sha256") {
+            found.insert(path);
+        }
+    }
+    found
+}
+
+fn with_checksum(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+    let digest = hex::encode(<Sha256 as sha2::Digest>::digest(bytes));
+    std::fs::write(
+        format!("{}.sha256", path.display()),
+        format!("{digest}  x\n"),
+    )
+    .unwrap();
+}
+
+/// A tmpfs mounted for the test (read-only, or a few KiB), unmounted when dropped.
+struct Mount(tempfile::TempDir);
+
+impl Mount {
+    fn new(options: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (as setup/test.sh runs)"
+        );
+        Self(dir)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+#[ignore = "needs the Docker engine and builds images; setup/test.sh runs it"]
+fn backup_and_restore_round_trip() {
+    let _engine = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let stack = Stack::new(&loaded_config("e2e-backup", 20));
+    stack.ok(&["down", "--volumes", "--yes"]);
+    stack.ok(&["up"]);
+
+    let register = |email: &str, phone: &str| {
+        let reply = stack.https(
+            "POST",
+            "/a/auth/register",
+            None,
+            Some(&json!({"email": email, "phone": phone, "password": "backup-password"})),
+        );
+        assert_eq!(reply.status, 201, "{}", reply.body);
+    };
+    let login = |email: &str| {
+        stack.https(
+            "POST",
+            "/a/auth/login",
+            None,
+            Some(&json!({"identifier": email, "password": "backup-password"})),
+        )
+    };
+    let pay = |token: &str| {
+        let reply = stack.https(
+            "POST",
+            "/b/payments",
+            Some(token),
+            Some(&json!({"amount": "42.00", "currency": "USD", "paymentMethod": "CARD", "customerPhone": "+254712345678"})),
+        );
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        reply.body["data"]["payment"]["reference"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    register("kept@example.com", "+256772555101");
+    let token = login("kept@example.com").body["data"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let kept = pay(&token);
+    let patched = stack.https(
+        "PATCH",
+        &format!("/b/payments/{kept}/status"),
+        Some(&token),
+        Some(&json!({"status": "PENDING"})),
+    );
+    assert_eq!(patched.status, 200, "{}", patched.body);
+
+    stack.ok(&["backup", "all"]);
+    let backups = stack.path().join("backups");
+    let files = backup_files(&backups);
+    assert_eq!(files.len(), 2, "{files:?}");
+    for file in &files {
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(file).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    }
+    let listed: Value = serde_json::from_str(&stack.ok(&["backup", "list", "--json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["checksum"] == "verified"),
+        "{listed}"
+    );
+    let (auth_at_backup, payments_at_backup) = (auth_rows(), payment_rows());
+
+    // Writes, updates and deletes after the backup.
+    register("late@example.com", "+256772555102");
+    let late = pay(&token);
+    let patched = stack.https(
+        "PATCH",
+        &format!("/b/payments/{kept}/status"),
+        Some(&token),
+        Some(&json!({"status": "SUCCESS"})),
+    );
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    sql("auth-db", "auth", "nest", "DELETE FROM refresh_tokens");
+    assert_ne!(auth_rows(), auth_at_backup);
+    assert_ne!(payment_rows(), payments_at_backup);
+
+    // Damaged files are refused before anything is touched.
+    let auth_backup = files
+        .iter()
+        .find(|f| f.to_string_lossy().contains("/auth/"))
+        .unwrap();
+    let good = std::fs::read(auth_backup).unwrap();
+    let bad = tempfile::tempdir().unwrap();
+    let truncated = bad.path().join("truncated.sql.gz");
+    with_checksum(&truncated, &good[..good.len() / 2]);
+    let flipped = bad.path().join("flipped.sql.gz");
+    let mut damaged = good.clone();
+    damaged[good.len() / 2] ^= 0x01;
+    std::fs::write(&flipped, &damaged).unwrap();
+    std::fs::copy(
+        format!("{}.sha256", auth_backup.display()),
+        format!("{}.sha256", flipped.display()),
+    )
+    .unwrap();
+    let plain = bad.path().join("plain.sql.gz");
+    with_checksum(&plain, b"DROP TABLE users;\n");
+    let (auth_now, ids_now) = (auth_rows(), ids(&stack));
+    for (file, why) in [
+        (&truncated, "not a complete gzip stream"),
+        (&flipped, "does not match its checksum"),
+        (&plain, "not a complete gzip stream"),
+    ] {
+        let out = stack.run(&["restore", "auth", file.to_str().unwrap(), "--yes"]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(why), "{}: {stderr}", file.display());
+        assert_eq!(auth_rows(), auth_now, "{} changed nothing", file.display());
+        assert_eq!(ids(&stack), ids_now, "no container was touched");
+    }
+
+    // Back to the backup point, exactly, and the API works with it.
+    stack.ok(&["restore", "auth", "latest", "--yes"]);
+    stack.ok(&["restore", "payments", "latest", "--yes"]);
+    assert_eq!(auth_rows(), auth_at_backup);
+    assert_eq!(payment_rows(), payments_at_backup);
+    assert_eq!(login("kept@example.com").status, 200);
+    assert_eq!(login("late@example.com").status, 401);
+    let got = stack.https("GET", &format!("/b/payments/{kept}"), Some(&token), None);
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.body["data"]["payment"]["state"], "PENDING");
+    let gone = stack.https("GET", &format!("/b/payments/{late}"), Some(&token), None);
+    assert_eq!(gone.status, 404);
+    // Each restore kept a safety backup of what it replaced.
+    assert_eq!(backup_files(&backups).len(), 4);
+
+    // A backup taken while a writer inserts restores to a consistent state.
+    let load = Load::start(&stack, &token, &kept);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let before = backup_files(&backups);
+    stack.ok(&["backup", "payments"]);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let counters = load.finish();
+    assert_eq!(counters["failed"], 0, "{counters:?}");
+    let during = backup_files(&backups)
+        .difference(&before)
+        .next()
+        .unwrap()
+        .clone();
+    stack.ok(&["restore", "payments", during.to_str().unwrap(), "--yes"]);
+    let dangling = sql(
+        "payments-db",
+        "payments",
+        "payments",
+        "SELECT count(*) FROM payment_transactions t LEFT JOIN payments p ON p.id = t.payment_id WHERE p.id IS NULL",
+    );
+    assert_eq!(dangling.trim(), "0");
+    let without_history = sql(
+        "payments-db",
+        "payments",
+        "payments",
+        "SELECT count(*) FROM payments p WHERE NOT EXISTS (SELECT 1 FROM payment_transactions t WHERE t.payment_id = p.id)",
+    );
+    assert_eq!(
+        without_history.trim(),
+        "0",
+        "every payment has its creation row"
+    );
+    assert!(
+        sql(
+            "payments-db",
+            "payments",
+            "payments",
+            "SELECT count(*) FROM payments"
+        )
+        .trim()
+        .parse::<u64>()
+        .unwrap()
+            > 10
+    );
+
+    // A read-only or full destination fails clearly and leaves nothing behind.
+    let read_only = Mount::new("ro");
+    let out = stack.run_with(
+        &["backup", "auth"],
+        &[("STACKCTL_BACKUP_DIR", read_only.0.path().to_str().unwrap())],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Read-only file system"), "{stderr}");
+    let full = Mount::new("size=4k");
+    let out = stack.run_with(
+        &["backup", "payments"],
+        &[("STACKCTL_BACKUP_DIR", full.0.path().to_str().unwrap())],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("No space left") && stderr.contains("nothing was kept"),
+        "{stderr}"
+    );
+    let left: Vec<_> = std::fs::read_dir(full.0.path().join("payments"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    // The scheduler makes backups every few seconds and stops cleanly on SIGTERM.
+    let before = backup_files(&backups).len();
+    let scheduler = Command::new(BIN)
+        .current_dir(stack.path())
+        .args(["backup", "schedule", "--cron", "*/3 * * * * *"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    signal(&scheduler, "-TERM");
+    let out = scheduler.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("backup run done") && log.contains("scheduler stopped"),
+        "{log}"
+    );
+    let after = backup_files(&backups);
+    assert!(
+        after.len() >= before + 4,
+        "two runs or more, two files each: {log}"
+    );
+    assert!(
+        after
+            .iter()
+            .all(|f| !f.to_string_lossy().ends_with(".partial")),
+        "{after:?}"
+    );
 }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use crate::{config::StackConfig, state::StateDir, ui::Ui};
 
+pub mod backup;
 pub mod certs;
 pub mod completions;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod down;
 pub mod logs;
 pub mod ps;
 pub mod restart;
+pub mod restore;
 pub mod scale;
 pub mod secrets;
 pub mod up;

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Figures of `stackctl backup` and `stackctl restore` on a payments database of BENCH_ROWS
+# payments (default 1,000,000) with one history row each, beside the by-hand pipelines run in
+# the same database container in the same run:
+#   backup:  `pg_dump | gzip -6 > file` in the container   (throughput ratio, target >= 1.0)
+#   restore: `gunzip -c file | psql --single-transaction`   (time ratio, target <= 1.0)
+#   size:    the backup file beside `gzip -6` of the same dump
+# Uses project "bench-backup" on ports 21080, 21443, 21432, 21433 and removes it at the end.
+#   setup/bench-backup.sh          BENCH_ROWS=200000 setup/bench-backup.sh
+set -euo pipefail
+source "$(dirname "$0")/bench-lib.sh"
+rows=${BENCH_ROWS:-1000000}
+bench_stack bench-backup 21
+db() { docker exec -u postgres payments-db "$@"; }
+psql_pay() { db psql -U payments -d payments -v ON_ERROR_STOP=1 -qAt "$@"; }
+
+echo "==> filling payments with $rows rows (and one history row each)" >&2
+psql_pay -c "
+INSERT INTO payments (id, reference, user_id, amount, currency, payment_method, customer_phone,
+                      customer_email, description, state, created_at, updated_at)
+SELECT gen_random_uuid(),
+       'PAY-' || (1764000000000 + i) || '-' || upper(substr(md5(i::text), 1, 10)),
+       ('00000000-0000-4000-8000-' || lpad(to_hex(i % 5000), 12, '0'))::uuid,
+       round((random() * 10000 + 1)::numeric, 2), 'USD', 'CARD', '+254712345678',
+       'customer' || i || '@example.com', 'order ' || i, 'SUCCESS',
+       now() - make_interval(secs => i), now() - make_interval(secs => i)
+FROM generate_series(1, $rows) AS i" -c "
+INSERT INTO payment_transactions (id, payment_id, status, source, amount, currency, created_at)
+SELECT gen_random_uuid(), id, 'SUCCESS', 'api', amount, currency, created_at FROM payments" \
+  -c "VACUUM ANALYZE"
+dump_mb=$(db bash -c "pg_dump -U payments -d payments --clean --if-exists | wc -c" | awk '{ printf "%.1f", $1 / 1e6 }')
+
+# seconds COMMAND...: wall time of a command that must succeed; its output in $work/cmd.out.
+seconds() {
+  local start end
+  start=$(date +%s.%N)
+  "$@" >"$work/cmd.out" 2>&1 || { cat "$work/cmd.out" >&2; return 1; }
+  end=$(date +%s.%N)
+  awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", e - s }'
+}
+
+echo "==> backup: by hand in the container, then stackctl" >&2
+ref_backup=$(seconds db bash -c "pg_dump -U payments -d payments --clean --if-exists | gzip -6 >/tmp/ref.sql.gz")
+ref_size=$(db stat -c %s /tmp/ref.sql.gz)
+ctl_backup=$(seconds "$ctl" backup payments)
+file=$(ls backups/payments/*.sql.gz | tail -1)
+ctl_size=$(stat -c %s "$file")
+
+echo "==> restore: by hand in the container, then stackctl" >&2
+ref_restore=$(seconds db bash -c "gunzip -c /tmp/ref.sql.gz | psql -U payments -d payments --single-transaction -v ON_ERROR_STOP=1 -q -X >/dev/null")
+ctl_restore=$(seconds "$ctl" restore payments "$file" --yes)
+replay=$(sed -nE 's/.*replayed in ([0-9.]+)s.*/\1/p' "$work/cmd.out")
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+mbps() { awk -v m="$dump_mb" -v s="$1" 'BEGIN { printf "%.1f", m / s }'; }
+echo
+echo "## Backup and restore ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $rows payments + $rows history rows, dump $dump_mb MB)"
+echo
+echo "| measurement | stackctl | by hand in the container | ratio | target |"
+echo "|---|---|---|---|---|"
+echo "| backup, MB of dump per second | $(mbps "$ctl_backup") ($ctl_backup s) | $(mbps "$ref_backup") ($ref_backup s, pg_dump \| gzip -6) | $(ratio "$ref_backup" "$ctl_backup") | >= 1.0 |"
+echo "| backup file size, MB | $(awk -v b="$ctl_size" 'BEGIN { printf "%.1f", b / 1e6 }') | $(awk -v b="$ref_size" 'BEGIN { printf "%.1f", b / 1e6 }') (gzip -6) | $(ratio "$ctl_size" "$ref_size") | |"
+echo "| restore: replay in one transaction, s | $replay | $ref_restore (gunzip \| psql --single-transaction) | $(ratio "$replay" "$ref_restore") | <= 1.0 |"
+echo "| restore: whole command, s (checks, safety backup, instances stopped and started) | $ctl_restore | | | |"
