@@ -17,7 +17,12 @@ use chrono::{NaiveDateTime, TimeDelta, Utc};
 use flate2::{Compression, read::GzDecoder, write::GzEncoder};
 use sha2::{Digest, Sha256};
 
-use crate::{docker::Engine, stack::App, state::write_with_mode, ui::Ui};
+use crate::{
+    docker::{Engine, Health},
+    stack::App,
+    state::write_with_mode,
+    ui::Ui,
+};
 
 const SUFFIX: &str = ".sql.gz";
 const PARTIAL: &str = ".partial";
@@ -196,6 +201,10 @@ pub fn verify(path: &Path) -> anyhow::Result<()> {
 /// Takes a backup of the service's database into `root/<db>/`.
 pub async fn take(engine: &Engine, root: &Path, app: App, ui: &Ui) -> anyhow::Result<Backup> {
     let label = app.service().label();
+    let (container, _, _) = database(app);
+    if engine.health(container).await? != Health::Healthy {
+        bail!("{container} is not running and healthy; start the stack with `stackctl up`");
+    }
     let dir = root.join(label);
     // Dumps hold personal data and password hashes: for the owner's eyes only.
     fs::DirBuilder::new()

@@ -7,7 +7,7 @@ use futures_util::future::try_join_all;
 
 use crate::{
     backup,
-    docker::{Engine, Health},
+    docker::Engine,
     rollout,
     stack::{self, App, STOP_GRACE},
 };
@@ -71,10 +71,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
 
     let _lock = ctx.state.lock()?;
     let engine = Engine::connect().await?;
-    let (container, _, _) = backup::database(app);
-    if engine.health(container).await? != Health::Healthy {
-        bail!("{container} is not running and healthy; start the stack with `stackctl up`");
-    }
+    // The safety backup also checks that the database container runs.
     let safety = backup::take(&engine, &root, app, &ctx.ui).await?;
     ctx.ui.step(&format!(
         "safety backup of the current data: {}",
