@@ -1,5 +1,5 @@
-//! Request ids: taken from `X-Request-Id` when the caller sent one, else generated; echoed on the
-//! response, attached to the request's log span and to every error body.
+//! Request ids: taken from `X-Request-Id` when the caller sent a well-formed one, else generated;
+//! echoed on the response, attached to the request's log span and to every error body.
 
 use axum::{extract::Request, middleware::Next, response::Response};
 use tracing::Instrument;
@@ -8,6 +8,27 @@ pub const HEADER: &str = "x-request-id";
 
 tokio::task_local! {
     static REQUEST_ID: String;
+}
+
+/// Whether a caller's id may be kept: 1 to 64 of `[A-Za-z0-9._-]`, as the edge accepts. Ids are
+/// written into JSON bodies, headers and logs, so anything else is replaced by a new one.
+pub fn is_valid(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Drops an `X-Request-Id` that is not [`is_valid`], so that a new id is made for the request.
+pub async fn drop_invalid(mut req: Request) -> Request {
+    let valid = req
+        .headers()
+        .get(HEADER)
+        .is_none_or(|v| v.to_str().is_ok_and(is_valid));
+    if !valid {
+        req.headers_mut().remove(HEADER);
+    }
+    req
 }
 
 /// The id of the request being handled on this task, if any.
@@ -42,4 +63,26 @@ pub async fn scope(req: Request, next: Next) -> Response {
         })
         .instrument(span)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_short_plain_ids_are_kept() {
+        for ok in ["a", "trace-me-42", "A.b_C-9", &"x".repeat(64)] {
+            assert!(is_valid(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            &"x".repeat(65),
+            "x\",\"success\":true,\"a\":\"",
+            "has space",
+            "new\nline",
+            "é",
+        ] {
+            assert!(!is_valid(bad), "{bad}");
+        }
+    }
 }

@@ -75,6 +75,25 @@ async fn request_id_is_echoed_or_generated(pool: PgPool) {
     assert_eq!(res.headers["x-request-id"], "trace-me-42");
     assert_eq!(res.body["requestId"], "trace-me-42");
 
+    for bad in [
+        r#"x","success":true,"a":""#.to_owned(),
+        "y".repeat(6000),
+        "has space".to_owned(),
+    ] {
+        let res = app
+            .send(
+                app.client
+                    .get(format!("{}/nope", app.base))
+                    .header("x-request-id", bad.as_str()),
+            )
+            .await;
+        assert_eq!(res.status, 404);
+        assert_eq!(res.body["success"], false);
+        let id = res.headers["x-request-id"].to_str().unwrap();
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{bad:.20}: a new id");
+        assert_eq!(res.body["requestId"], id);
+    }
+
     let a = app.get("/health").await;
     let b = app.get("/health").await;
     let id_a = a.headers["x-request-id"].to_str().unwrap();
