@@ -95,10 +95,40 @@ pub fn respond(status: StatusCode, message: String) -> Response {
 }
 
 /// The response to an unexpected failure: the cause goes to the log (inside the request's span,
-/// so with its request id), the client gets a bare 500.
+/// so with its request id), the client gets a bare 500, or a 503 with `Retry-After` when the
+/// cause is that the database cannot be reached.
 pub fn internal(cause: &anyhow::Error) -> Response {
+    if database_unavailable(cause) {
+        tracing::warn!(error = format!("{cause:#}"), "database unavailable");
+        return respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Database unavailable, try again shortly".to_owned(),
+        );
+    }
     tracing::error!(error = format!("{cause:#}"), "request failed");
     ErrorResponse::internal().into_response()
+}
+
+/// Whether `cause` is the database being out of reach (down, restarting, refusing
+/// connections), which a retry a moment later can cure, rather than a fault of the request.
+pub fn database_unavailable(cause: &anyhow::Error) -> bool {
+    cause
+        .chain()
+        .filter_map(|e| e.downcast_ref::<sqlx::Error>())
+        .any(|e| match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            // Class 08: connection exceptions; 57P01-03: shut down, crashed, starting up;
+            // 53300: too many connections.
+            sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+                c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+            }),
+            _ => false,
+        })
 }
 
 /// Collects the failures of several field checks so that one response lists them all.

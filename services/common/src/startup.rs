@@ -1,12 +1,25 @@
 //! What every service does to start: a lazy pool, migrations that wait for the database,
 //! the listener, and the command line (`serve`, the default, or `healthcheck`).
 
-use std::{future::Future, net::SocketAddr, process::ExitCode, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use axum::Router;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use sqlx::{PgPool, migrate::Migrator, postgres::PgPoolOptions};
+use sqlx::{
+    PgPool,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgListener, PgPoolOptions},
+};
 use tokio::net::TcpListener;
 
 use crate::config::{HealthcheckArgs, Secret, from_env, secrets_from_env_only};
@@ -14,16 +27,104 @@ use crate::config::{HealthcheckArgs, Secret, from_env, secrets_from_env_only};
 /// How long start-up waits for the database before giving up.
 const DATABASE_WAIT: Duration = Duration::from_secs(60);
 
-/// A pool that connects on first use, so the service can start before its database.
+/// A pool that connects on first use, so the service can start before its database, and hands
+/// out no connection the database dropped (see [`guarded_pool`]). Call it inside the runtime.
 pub fn pool(url: &Secret, max_connections: u32) -> anyhow::Result<PgPool> {
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(3))
-        // The default pings every connection on every acquire: a second round trip for each
-        // query. A connection that broke is closed by the pool when its query fails instead.
+    let connect: PgConnectOptions = url
+        .expose()
+        .parse()
+        .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    Ok(guarded_pool(
+        PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(3)),
+        connect,
+    ))
+}
+
+/// A lazy pool whose idle connections are not handed out once the database has been seen to
+/// drop connections after they were opened (a restart, a crash, a failover): a connection of
+/// its own waits on the server and notes the moment it is lost, and connections older than
+/// that are discarded when acquired. So after a database restart no request is sent on a dead
+/// connection, without a ping before every query (a second round trip for each).
+pub fn guarded_pool(options: PgPoolOptions, connect: PgConnectOptions) -> PgPool {
+    let lost = Arc::new(LostAt::default());
+    let seen = lost.clone();
+    let pool = options
         .test_before_acquire(false)
-        .connect_lazy(url.expose())
-        .context("DATABASE_URL is not a valid PostgreSQL URL")
+        .before_acquire(move |_, meta| {
+            let usable = seen.opened_since(meta.age);
+            Box::pin(async move { Ok(usable) })
+        })
+        .connect_lazy_with(connect.clone());
+    tokio::spawn(watch_server(connect, lost));
+    pool
+}
+
+/// When the database last dropped a connection, as nanoseconds after `epoch` (0: never).
+struct LostAt {
+    epoch: Instant,
+    nanos: AtomicU64,
+}
+
+impl Default for LostAt {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LostAt {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn mark(&self) {
+        self.nanos.store(self.now(), Ordering::Release);
+    }
+
+    /// Whether a connection opened `age` ago was opened after the last loss.
+    fn opened_since(&self, age: Duration) -> bool {
+        let opened = self
+            .now()
+            .saturating_sub(u64::try_from(age.as_nanos()).unwrap_or(u64::MAX));
+        opened > self.nanos.load(Ordering::Acquire)
+    }
+}
+
+/// Holds one connection to the database and marks every moment it is lost or cannot be made.
+async fn watch_server(connect: PgConnectOptions, lost: Arc<LostAt>) {
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_lazy_with(connect);
+    let mut listener = None;
+    loop {
+        let listening = match listener.as_mut() {
+            Some(l) => l,
+            None => match PgListener::connect_with(&own).await {
+                Ok(l) => listener.insert(l),
+                Err(_) => {
+                    lost.mark();
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            },
+        };
+        match listening.try_recv().await {
+            // Nobody sends it notifications; anything else means the connection went.
+            Ok(Some(_)) => {}
+            Ok(None) => lost.mark(),
+            Err(_) => {
+                lost.mark();
+                listener = None;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
 }
 
 /// Applies the embedded migrations, retrying while the database is still starting. Concurrent
@@ -149,5 +250,25 @@ where
             eprintln!("{name}: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_older_than_the_last_loss_are_not_used() {
+        let lost = LostAt::default();
+        assert!(lost.opened_since(Duration::ZERO));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(lost.opened_since(Duration::from_millis(1)), "never lost");
+        lost.mark();
+        assert!(
+            !lost.opened_since(Duration::from_millis(2)),
+            "opened before"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(lost.opened_since(Duration::from_millis(1)), "opened after");
     }
 }

@@ -3,6 +3,7 @@
 
 mod binary;
 mod conventions;
+mod database;
 mod health_docs;
 mod helpers;
 mod login;

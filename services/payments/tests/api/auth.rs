@@ -43,7 +43,10 @@ async fn auth_service_down_gives_503_and_writes_nothing(pool: PgPool) {
 
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     let health = app.get(&token, "/health").await;
-    assert_eq!(health.status, 503, "{}", health.body);
+    assert_eq!(
+        health.status, 200,
+        "an auth outage is no reason to restart payments"
+    );
     assert_eq!(health.body["data"]["status"], "degraded");
     assert_eq!(health.body["data"]["auth"], "down");
     assert_eq!(health.body["data"]["database"], "up");

@@ -3,6 +3,7 @@
 
 mod auth;
 mod create;
+mod database;
 mod helpers;
 mod idempotency;
 mod read;
