@@ -77,8 +77,13 @@ fn deserialize<T: DeserializeOwned>(
     serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes))
 }
 
-/// Reports every unknown or wrongly typed top-level field rather than the first: each offending
-/// key is recorded, dropped, and the rest tried again.
+/// How many offending fields a response lists; the message counts the rest.
+pub const MAX_FIELD_ERRORS: usize = 20;
+
+/// Reports the unknown or wrongly typed top-level fields rather than the first. serde names the
+/// fields the DTO knows in its unknown-field message, so every other key is found in one pass;
+/// each wrongly typed field is dropped and the rest tried again (at most once per known field,
+/// on what is left of the body).
 fn list_every_field<T: DeserializeOwned>(
     mut value: serde_json::Value,
     first: serde_path_to_error::Error<serde_json::Error>,
@@ -88,27 +93,56 @@ fn list_every_field<T: DeserializeOwned>(
     while let Some(error) = next.take() {
         let path = error.path().to_string();
         let inner = error.into_inner().to_string();
-        let (field, message) = match unknown_field(&inner) {
-            Some(name) => (name, "is not allowed".to_owned()),
-            None => (path, strip_position(&inner)),
+        let Some(object) = value.as_object_mut() else {
+            break;
         };
-        let top_level = field
-            .split(['.', '['])
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        let removed = value
-            .as_object_mut()
-            .and_then(|object| object.remove(&top_level))
-            .is_some();
-        errors.push(FieldError::new(field, message));
+        let removed = match unknown_field(&inner) {
+            // At the top level the path is the unknown key itself.
+            Some((name, known)) if path == name || path == "." => {
+                let unknown: Vec<String> = object
+                    .keys()
+                    .filter(|k| !known.contains(k))
+                    .cloned()
+                    .collect();
+                for key in &unknown {
+                    object.remove(key);
+                }
+                errors.extend(
+                    unknown
+                        .into_iter()
+                        .map(|key| FieldError::new(key, "is not allowed")),
+                );
+                true
+            }
+            found => {
+                let message = match found {
+                    Some(_) => "is not allowed".to_owned(),
+                    None => strip_position(&inner),
+                };
+                let field = path;
+                let top_level = field
+                    .split(['.', '['])
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                errors.push(FieldError::new(field, message));
+                object.remove(&top_level).is_some()
+            }
+        };
         if removed {
             next = serde_json::to_vec(&value)
                 .ok()
                 .and_then(|bytes| deserialize::<T>(&bytes).err());
         }
     }
-    ErrorResponse::new(StatusCode::BAD_REQUEST, "Invalid request body").with_errors(errors)
+    let unlisted = errors.len().saturating_sub(MAX_FIELD_ERRORS);
+    errors.truncate(MAX_FIELD_ERRORS);
+    let message = if unlisted == 0 {
+        "Invalid request body".to_owned()
+    } else {
+        format!("Invalid request body; {unlisted} more fields are not listed")
+    };
+    ErrorResponse::new(StatusCode::BAD_REQUEST, message).with_errors(errors)
 }
 
 /// serde_json ends its messages with " at line L column C", which says nothing to an API client.
@@ -119,10 +153,18 @@ fn strip_position(message: &str) -> String {
         .to_owned()
 }
 
-/// serde names an unknown field in its message; pull the name out so it lands in `field`.
-fn unknown_field(message: &str) -> Option<String> {
+/// serde names an unknown field in its message, then the fields it expected
+/// (``unknown field `x`, expected one of `a`, `b` ``): the name, and the expected names.
+fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
     let rest = message.strip_prefix("unknown field `")?;
-    Some(rest[..rest.find('`')?].to_owned())
+    let end = rest.find('`')?;
+    let known = rest[end + 1..]
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    Some((rest[..end].to_owned(), known))
 }
 
 fn is_json(req: &Request) -> bool {
@@ -149,5 +191,70 @@ fn body_rejection(rejection: BytesRejection) -> ErrorResponse {
         )
     } else {
         ErrorResponse::new(StatusCode::BAD_REQUEST, "Could not read request body")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Login {
+        identifier: Option<String>,
+        password: Option<String>,
+        count: Option<u32>,
+    }
+
+    fn fields(e: &ErrorResponse) -> Vec<&str> {
+        e.errors.iter().map(|f| f.field.as_str()).collect()
+    }
+
+    #[test]
+    fn unknown_and_mistyped_fields_are_all_listed() {
+        let e = parse::<Login>(br#"{"a":1,"identifier":5,"b":2,"count":"x","password":"p"}"#)
+            .unwrap_err();
+        assert_eq!(e.message, "Invalid request body");
+        let mut listed = fields(&e);
+        listed.sort_unstable();
+        assert_eq!(listed, ["a", "b", "count", "identifier"]);
+    }
+
+    #[test]
+    fn thousands_of_unknown_fields_are_found_at_once_and_capped() {
+        let keys: Vec<String> = (0..5200).map(|i| format!(r#""k{i}":1"#)).collect();
+        let body = format!(r#"{{"identifier":"a",{}}}"#, keys.join(","));
+        let started = std::time::Instant::now();
+        let e = parse::<Login>(body.as_bytes()).unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(e.errors.len(), MAX_FIELD_ERRORS);
+        assert_eq!(
+            e.message,
+            format!(
+                "Invalid request body; {} more fields are not listed",
+                5200 - MAX_FIELD_ERRORS
+            )
+        );
+        assert!(e.errors.iter().all(|f| f.message == "is not allowed"));
+        // One pass: this took hundreds of milliseconds when each key cost a re-serialisation.
+        assert!(took < std::time::Duration::from_millis(100), "{took:?}");
+    }
+
+    #[test]
+    fn unknown_field_messages_are_read() {
+        assert_eq!(
+            unknown_field("unknown field `x`, expected one of `a`, `b`"),
+            Some(("x".to_owned(), vec!["a".to_owned(), "b".to_owned()]))
+        );
+        assert_eq!(
+            unknown_field("unknown field `x`, expected `a`"),
+            Some(("x".to_owned(), vec!["a".to_owned()]))
+        );
+        assert_eq!(
+            unknown_field("unknown field `x`, there are no fields"),
+            Some(("x".to_owned(), vec![]))
+        );
+        assert_eq!(unknown_field("invalid type: string"), None);
     }
 }
