@@ -8,6 +8,19 @@ use tokio::sync::Semaphore;
 
 use crate::domain::{Password, password::MAX_BYTES};
 
+/// The outcome of a password check.
+#[derive(Debug, Default)]
+pub struct Checked {
+    pub matched: bool,
+    /// The password hashed at the configured cost, when it matched a hash of another cost.
+    pub rehashed: Option<String>,
+}
+
+/// The cost a bcrypt hash was made at (`$2b$12$…` → 12).
+fn cost_of(hash: &str) -> Option<u32> {
+    hash.split('$').nth(2)?.parse().ok()
+}
+
 pub struct Passwords {
     cost: u32,
     slots: Arc<Semaphore>,
@@ -41,19 +54,30 @@ impl Passwords {
     }
 
     /// Whether `password` matches `hash`; with no hash (unknown user) it does the same work and
-    /// answers false.
-    pub async fn verify(&self, password: String, hash: Option<String>) -> anyhow::Result<bool> {
+    /// answers false. A matching hash made at another cost comes back rehashed at this one, so
+    /// that stored hashes follow the configured cost (and the dummy's).
+    pub async fn verify(&self, password: String, hash: Option<String>) -> anyhow::Result<Checked> {
         if password.len() > MAX_BYTES {
             // No stored password is that long, and bcrypt would compare a truncated copy.
-            return Ok(false);
+            return Ok(Checked::default());
         }
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
-        let matched = self
-            .blocking(move || bcrypt::verify(password, &hash))
-            .await?
-            .context("verify password")?;
-        Ok(matched && known)
+        let stale = cost_of(&hash) != Some(self.cost);
+        let cost = self.cost;
+        let (matched, rehashed) = self
+            .blocking(move || -> anyhow::Result<(bool, Option<String>)> {
+                let matched = bcrypt::verify(&password, &hash).context("verify password")?;
+                let rehashed = (matched && stale)
+                    .then(|| bcrypt::hash(&password, cost).context("rehash password"))
+                    .transpose()?;
+                Ok((matched, rehashed))
+            })
+            .await??;
+        Ok(Checked {
+            matched: matched && known,
+            rehashed: rehashed.filter(|_| known),
+        })
     }
 
     async fn blocking<T, F>(&self, work: F) -> anyhow::Result<T>
@@ -69,5 +93,40 @@ impl Passwords {
         tokio::task::spawn_blocking(work)
             .await
             .context("password hashing task")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hash_of_another_cost_is_upgraded_on_a_match_only() {
+        let passwords = Passwords::new(5).await.unwrap();
+        let old = bcrypt::hash("correct horse", 4).unwrap();
+        assert_eq!(cost_of(&old), Some(4));
+        let wrong = passwords
+            .verify("wrong horse".to_owned(), Some(old.clone()))
+            .await
+            .unwrap();
+        assert!(!wrong.matched && wrong.rehashed.is_none());
+        let right = passwords
+            .verify("correct horse".to_owned(), Some(old))
+            .await
+            .unwrap();
+        assert!(right.matched);
+        let new = right.rehashed.unwrap();
+        assert_eq!(cost_of(&new), Some(5));
+        assert!(bcrypt::verify("correct horse", &new).unwrap());
+        let current = passwords
+            .verify("correct horse".to_owned(), Some(new))
+            .await
+            .unwrap();
+        assert!(current.matched && current.rehashed.is_none());
+        let unknown = passwords
+            .verify("timing-equaliser-password".to_owned(), None)
+            .await
+            .unwrap();
+        assert!(!unknown.matched && unknown.rehashed.is_none());
     }
 }

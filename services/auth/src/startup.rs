@@ -18,9 +18,13 @@ use crate::{
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// How often expired refresh tokens are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
 /// Migrates, builds the state and binds the listener (port 0 picks a free one).
 pub async fn build(config: &Config, pool: PgPool) -> anyhow::Result<App> {
     migrate(&pool).await?;
+    tokio::spawn(purge_expired_tokens(pool.clone()));
     let state = AppState {
         pool,
         passwords: Passwords::new(config.bcrypt_cost).await?,
@@ -46,4 +50,19 @@ pub async fn build(config: &Config, pool: PgPool) -> anyhow::Result<App> {
 /// Applies the embedded migrations, waiting for the database if it is still starting.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     svc_common::startup::migrate(pool, &MIGRATOR).await
+}
+
+/// Deletes expired refresh tokens now and then, so the table does not grow with every login
+/// forever. Every instance does it; the statement is the same whoever runs it.
+async fn purge_expired_tokens(pool: PgPool) {
+    let mut every = tokio::time::interval(PURGE_EVERY);
+    loop {
+        every.tick().await;
+        match crate::db::refresh_tokens::purge_expired(&pool, time::OffsetDateTime::now_utc()).await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "expired refresh tokens purged"),
+            Err(e) => tracing::warn!(error = %e, "purging expired refresh tokens failed"),
+        }
+    }
 }

@@ -84,3 +84,15 @@ pub async fn revoke_family_of(pool: &PgPool, token_hash: &[u8]) -> Result<u64, s
     .await?;
     Ok(done.rows_affected())
 }
+
+/// Deletes the tokens that expired before `before`: no answer depends on them any more (an
+/// expired token is refused whatever its state). Returns how many went.
+pub async fn purge_expired(pool: &PgPool, before: OffsetDateTime) -> Result<u64, sqlx::Error> {
+    Ok(
+        sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1")
+            .bind(before)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+    )
+}

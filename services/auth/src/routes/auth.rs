@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use axum::{
-    http::{HeaderMap, StatusCode},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::Response,
 };
 use serde::{Deserialize, Serialize};
@@ -43,7 +43,7 @@ pub struct RegisterRequest {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoginRequest {
-    /// E-mail address or phone number.
+    /// E-mail address, or phone number in international format (`+<country><number>`).
     #[schema(value_type = String, required = true, example = "alice@example.com")]
     identifier: Option<String>,
     #[schema(value_type = String, required = true, format = Password)]
@@ -164,31 +164,46 @@ pub async fn register(state: State, StrictJson(req): StrictJson<RegisterRequest>
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in", body = Envelope<TokenPair>),
-        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 400, description = "Invalid input: the identifier is neither an e-mail address nor a phone number, or a field is missing", body = ErrorBody),
         (status = 401, description = "Invalid credentials", body = ErrorBody)
     )
 )]
 pub async fn login(state: State, StrictJson(req): StrictJson<LoginRequest>) -> ApiResult {
     let mut errors = FieldErrors::default();
-    let identifier = errors.check("identifier", required(req.identifier).and_then(non_empty));
+    let identifier = errors.check(
+        "identifier",
+        required(req.identifier).and_then(|i| parse_identifier(&i)),
+    );
     let password = errors.check("password", required(req.password).and_then(non_empty));
     let (Some(identifier), Some(password)) = (identifier, password) else {
         return Err(errors.into_error().into());
     };
 
-    let user = db::users::find_credentials(&state.pool, &normalise_identifier(&identifier)).await?;
+    let user = db::users::find_credentials(&state.pool, &identifier).await?;
     let (user_id, hash) = user.map(|u| (u.id, u.password_hash)).unzip();
     // Runs bcrypt even for an unknown user, so both failures take the same time.
-    if !state.passwords.verify(password, hash).await? {
-        return Err(ApiError::InvalidCredentials);
+    let checked = state.passwords.verify(password, hash).await?;
+    let user_id = user_id
+        .filter(|_| checked.matched)
+        .ok_or(ApiError::InvalidCredentials)?;
+    if let Some(upgraded) = checked.rehashed {
+        // The hash was made at another cost; the password is at hand only now.
+        db::users::set_password_hash(&state.pool, user_id, &upgraded).await?;
+        tracing::info!(%user_id, "password hash upgraded to the configured cost");
     }
-    let user_id = user_id.ok_or(ApiError::InvalidCredentials)?;
 
     let mut tx = state.pool.begin().await?;
     let pair = issue_pair(&state, &mut tx, user_id, Uuid::now_v7()).await?;
     tx.commit().await?;
     tracing::info!(%user_id, "user logged in");
-    Ok(envelope::ok("Login successful", pair))
+    Ok(no_store(envelope::ok("Login successful", pair)))
+}
+
+/// Token answers must not be kept by any cache on the way.
+fn no_store(mut res: Response) -> Response {
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
 }
 
 /// The user the access token belongs to.
@@ -304,7 +319,7 @@ async fn rotate(state: State, req: RefreshRequest) -> ApiResult {
     db::refresh_tokens::mark_rotated(&mut tx, stored.id).await?;
     let pair = issue_pair(&state, &mut tx, stored.user_id, stored.family_id).await?;
     tx.commit().await?;
-    Ok(envelope::ok("Token refreshed", pair))
+    Ok(no_store(envelope::ok("Token refreshed", pair)))
 }
 
 /// Revokes the refresh token's login. Answers the same for unknown or already revoked tokens.
@@ -361,14 +376,20 @@ async fn issue_pair(
 }
 
 /// The stored form of a login identifier: e-mails lower-cased, phones in E.164. Anything else is
-/// looked up as given (and so not found).
-fn normalise_identifier(identifier: &str) -> String {
+/// a bad request, not a failed log-in (API.md).
+fn parse_identifier(identifier: &str) -> Result<String, String> {
+    if identifier.trim().is_empty() {
+        return Err("must not be empty".to_owned());
+    }
     if identifier.contains('@') {
         Email::parse(identifier).map(|e| e.as_str().to_owned())
     } else {
-        Phone::parse(identifier).map(|p| p.as_str().to_owned())
+        Phone::parse(identifier)
+            .map(|p| p.as_str().to_owned())
+            .map_err(|_| {
+                "must be an e-mail address or a phone number in international format".to_owned()
+            })
     }
-    .unwrap_or_else(|_| identifier.trim().to_owned())
 }
 
 fn non_empty(s: String) -> Result<String, String> {

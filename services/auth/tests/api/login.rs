@@ -24,7 +24,44 @@ async fn login_by_email_or_phone_returns_a_token_pair(pool: PgPool) {
             res.data("refreshToken").len() >= 43,
             "256-bit refresh token"
         );
+        assert_eq!(res.headers["cache-control"], "no-store");
     }
+}
+
+#[sqlx::test(migrator = "auth_svc::startup::MIGRATOR")]
+async fn login_with_neither_an_email_nor_a_phone_is_400(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    for identifier in ["' OR '1'='1", "alice", "not@an@address", "12", "   "] {
+        let res = app.login(identifier, PASSWORD).await;
+        assert_error_envelope(&res, 400);
+        assert_eq!(error_fields(&res.body), ["identifier"], "{identifier:?}");
+    }
+}
+
+#[sqlx::test(migrator = "auth_svc::startup::MIGRATOR")]
+async fn login_upgrades_a_hash_of_another_cost(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.register("gus@example.com", "+256772000013", PASSWORD)
+        .await;
+    let cost = || async {
+        let hash: String = sqlx::query_scalar("SELECT password_hash FROM users")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        hash.split('$').nth(2).unwrap().to_owned()
+    };
+    assert_eq!(cost().await, "04");
+    let older = bcrypt::hash(PASSWORD, 5).unwrap();
+    sqlx::query("UPDATE users SET password_hash = $1")
+        .bind(&older)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_error_envelope(&app.login("gus@example.com", "wrong password").await, 401);
+    assert_eq!(cost().await, "05", "a failed log-in changes nothing");
+    assert_eq!(app.login("gus@example.com", PASSWORD).await.status, 200);
+    assert_eq!(cost().await, "04", "rehashed at the configured cost");
+    assert_eq!(app.login("gus@example.com", PASSWORD).await.status, 200);
 }
 
 #[sqlx::test(migrator = "auth_svc::startup::MIGRATOR")]
@@ -34,9 +71,9 @@ async fn login_wrong_password_and_unknown_user_get_the_same_401(pool: PgPool) {
         .await;
     let wrong = app.login("dave@example.com", "not the password").await;
     let unknown = app.login("nobody@example.com", PASSWORD).await;
-    let nonsense = app.login("' OR '1'='1", PASSWORD).await;
+    let unknown_phone = app.login("+256772999999", PASSWORD).await;
     let too_long = app.login("dave@example.com", &"x".repeat(100)).await;
-    for res in [&wrong, &unknown, &nonsense, &too_long] {
+    for res in [&wrong, &unknown, &unknown_phone, &too_long] {
         assert_error_envelope(res, 401);
         assert_eq!(res.body["message"], "Invalid credentials");
     }

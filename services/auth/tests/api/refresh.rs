@@ -70,6 +70,30 @@ async fn refresh_rejects_missing_unknown_and_expired_tokens(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "auth_svc::startup::MIGRATOR")]
+async fn expired_refresh_tokens_are_purged_and_live_ones_kept(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (_, old) = app.signed_up("max@example.com", "+256772000034").await;
+    let (_, live) = app.signed_up("nia@example.com", "+256772000035").await;
+    let refreshed = app.refresh(&live).await;
+    assert_eq!(refreshed.headers["cache-control"], "no-store");
+    let live = refreshed.data("refreshToken").to_owned();
+    sqlx::query(
+        "UPDATE refresh_tokens SET expires_at = now() - interval '1 day'
+         WHERE user_id = (SELECT id FROM users WHERE email = 'max@example.com')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let purged =
+        auth_svc::db::refresh_tokens::purge_expired(&app.pool, time::OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+    assert_eq!(purged, 1);
+    assert_error_envelope(&app.refresh(&old).await, 401);
+    assert_eq!(app.refresh(&live).await.status, 200);
+}
+
+#[sqlx::test(migrator = "auth_svc::startup::MIGRATOR")]
 async fn logout_revokes_the_login_and_is_quiet_about_unknown_tokens(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let (_, refresh) = app.signed_up("lea@example.com", "+256772000033").await;
