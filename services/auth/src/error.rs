@@ -1,10 +1,12 @@
 //! `ApiError`: every way an auth request can fail, and the response each one gets.
 
 use axum::{
-    http::StatusCode,
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use svc_common::error::ErrorResponse;
+
+use crate::passwords::Busy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -21,6 +23,8 @@ pub enum ApiError {
     MissingAccessToken,
     #[error("Invalid refresh token")]
     InvalidRefreshToken,
+    #[error("Too many failed log-ins, try again later")]
+    TooManyAttempts { retry_after_secs: u64 },
     #[error("Internal server error")]
     Internal(#[from] anyhow::Error),
 }
@@ -34,6 +38,7 @@ impl ApiError {
             | Self::InvalidAccessToken
             | Self::MissingAccessToken
             | Self::InvalidRefreshToken => StatusCode::UNAUTHORIZED,
+            Self::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -55,7 +60,16 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             Self::Response(r) => r.into_response(),
+            Self::Internal(cause) if cause.is::<Busy>() => {
+                svc_common::error::respond(StatusCode::SERVICE_UNAVAILABLE, cause.to_string())
+            }
             Self::Internal(cause) => svc_common::error::internal(&cause),
+            Self::TooManyAttempts { retry_after_secs } => {
+                let mut res = svc_common::error::respond(self.status(), self.to_string());
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                res
+            }
             other => svc_common::error::respond(other.status(), other.to_string()),
         }
     }

@@ -1,7 +1,11 @@
 //! bcrypt hashing off the async runtime, bounded to one hash per core so a burst of logins queues
-//! instead of starving every other request of CPU.
+//! instead of starving every other request of CPU, and a bounded queue so that past it a log-in
+//! is refused at once (503, retry) instead of waiting out the request timeout.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use anyhow::Context;
 use tokio::sync::Semaphore;
@@ -21,9 +25,20 @@ fn cost_of(hash: &str) -> Option<u32> {
     hash.split('$').nth(2)?.parse().ok()
 }
 
+/// Hashes that may wait for a core, per core: about 4 s of work at the default cost.
+const QUEUE_PER_CORE: usize = 16;
+
+/// Every core is hashing and the queue is full.
+#[derive(Debug, thiserror::Error)]
+#[error("Too many log-ins at once, try again shortly")]
+pub struct Busy;
+
 pub struct Passwords {
     cost: u32,
     slots: Arc<Semaphore>,
+    /// Hashes running or waiting, and how many may.
+    queued: AtomicUsize,
+    queue_limit: usize,
     /// Verified against when the user does not exist, so that answer takes as long as a wrong password.
     dummy_hash: String,
 }
@@ -40,6 +55,8 @@ impl Passwords {
         Ok(Self {
             cost,
             slots: Arc::new(Semaphore::new(cores)),
+            queued: AtomicUsize::new(0),
+            queue_limit: cores * (1 + QUEUE_PER_CORE),
             dummy_hash,
         })
     }
@@ -85,6 +102,7 @@ impl Passwords {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        let _queued = Queued::enter(&self.queued, self.queue_limit)?;
         let _slot = self
             .slots
             .acquire()
@@ -96,9 +114,64 @@ impl Passwords {
     }
 }
 
+/// A place in the queue, left when dropped (also when the request is cancelled).
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn enter(queued: &'a AtomicUsize, limit: usize) -> Result<Self, Busy> {
+        if queued.fetch_add(1, Ordering::AcqRel) >= limit {
+            queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(Busy);
+        }
+        Ok(Self(queued))
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn past_the_queue_a_hash_is_refused_at_once() {
+        let passwords = Arc::new(Passwords::new(4).await.unwrap());
+        let limit = passwords.queue_limit;
+        let hash = bcrypt::hash("correct horse", 10).unwrap();
+        let attempts: Vec<_> = (0..limit * 3)
+            .map(|_| {
+                let (passwords, hash) = (passwords.clone(), hash.clone());
+                tokio::spawn(async move {
+                    passwords
+                        .verify("correct horse".to_owned(), Some(hash))
+                        .await
+                })
+            })
+            .collect();
+        let mut busy = 0;
+        for attempt in attempts {
+            match attempt.await.unwrap() {
+                Ok(checked) => assert!(checked.matched),
+                Err(e) => {
+                    assert!(e.is::<Busy>(), "{e:#}");
+                    busy += 1;
+                }
+            }
+        }
+        assert!(busy >= limit, "{busy} of {} refused", limit * 3);
+        assert_eq!(passwords.queued.load(Ordering::Acquire), 0);
+        assert!(
+            passwords
+                .verify("correct horse".to_owned(), Some(hash))
+                .await
+                .is_ok(),
+            "the queue empties again"
+        );
+    }
 
     #[tokio::test]
     async fn a_hash_of_another_cost_is_upgraded_on_a_match_only() {

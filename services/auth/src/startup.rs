@@ -7,9 +7,11 @@ use svc_common::{
     health::{self, Probe},
     startup::App,
 };
+use time::OffsetDateTime;
 
 use crate::{
     config::Config,
+    db,
     passwords::Passwords,
     routes::{self, AppState},
     tokens::AccessTokens,
@@ -24,7 +26,7 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// Migrates, builds the state and binds the listener (port 0 picks a free one).
 pub async fn build(config: &Config, pool: PgPool) -> anyhow::Result<App> {
     migrate(&pool).await?;
-    tokio::spawn(purge_expired_tokens(pool.clone()));
+    tokio::spawn(purge_expired(pool.clone()));
     let state = AppState {
         pool,
         passwords: Passwords::new(config.bcrypt_cost).await?,
@@ -52,17 +54,27 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     svc_common::startup::migrate(pool, &MIGRATOR).await
 }
 
-/// Deletes expired refresh tokens now and then, so the table does not grow with every login
-/// forever. Every instance does it; the statement is the same whoever runs it.
-async fn purge_expired_tokens(pool: PgPool) {
+/// Deletes expired refresh tokens and old log-in failures now and then, so the tables do not
+/// grow with every log-in forever. Every instance does it; the statements are the same whoever
+/// runs them.
+async fn purge_expired(pool: PgPool) {
     let mut every = tokio::time::interval(PURGE_EVERY);
     loop {
         every.tick().await;
-        match crate::db::refresh_tokens::purge_expired(&pool, time::OffsetDateTime::now_utc()).await
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "expired refresh tokens purged"),
-            Err(e) => tracing::warn!(error = %e, "purging expired refresh tokens failed"),
+        let purged = async {
+            let tokens =
+                db::refresh_tokens::purge_expired(&pool, OffsetDateTime::now_utc()).await?;
+            let failures = db::login_failures::purge(&pool).await?;
+            Ok::<_, sqlx::Error>((tokens, failures))
+        };
+        match purged.await {
+            Ok((0, 0)) => {}
+            Ok((tokens, failures)) => tracing::info!(
+                tokens,
+                failures,
+                "expired refresh tokens and log-in failures purged"
+            ),
+            Err(e) => tracing::warn!(error = %e, "purging expired rows failed"),
         }
     }
 }

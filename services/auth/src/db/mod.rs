@@ -1,5 +1,6 @@
 //! Queries, one function per statement.
 
+pub mod login_failures;
 pub mod refresh_tokens;
 pub mod users;
 

@@ -165,7 +165,9 @@ pub async fn register(state: State, StrictJson(req): StrictJson<RegisterRequest>
     responses(
         (status = 200, description = "Logged in", body = Envelope<TokenPair>),
         (status = 400, description = "Invalid input: the identifier is neither an e-mail address nor a phone number, or a field is missing", body = ErrorBody),
-        (status = 401, description = "Invalid credentials", body = ErrorBody)
+        (status = 401, description = "Invalid credentials", body = ErrorBody),
+        (status = 429, description = "Too many failed log-ins for this identifier; `Retry-After` says when to try again", body = ErrorBody),
+        (status = 503, description = "Too many log-ins at once, or the database is unreachable; `Retry-After` says when to try again", body = ErrorBody)
     )
 )]
 pub async fn login(state: State, StrictJson(req): StrictJson<LoginRequest>) -> ApiResult {
@@ -179,13 +181,20 @@ pub async fn login(state: State, StrictJson(req): StrictJson<LoginRequest>) -> A
         return Err(errors.into_error().into());
     };
 
+    if let Some(retry_after_secs) = db::login_failures::locked_for(&state.pool, &identifier).await?
+    {
+        return Err(ApiError::TooManyAttempts { retry_after_secs });
+    }
     let user = db::users::find_credentials(&state.pool, &identifier).await?;
     let (user_id, hash) = user.map(|u| (u.id, u.password_hash)).unzip();
     // Runs bcrypt even for an unknown user, so both failures take the same time.
     let checked = state.passwords.verify(password, hash).await?;
-    let user_id = user_id
-        .filter(|_| checked.matched)
-        .ok_or(ApiError::InvalidCredentials)?;
+    let Some(user_id) = user_id.filter(|_| checked.matched) else {
+        // Counted for unknown identifiers too: the answers must not tell them apart.
+        db::login_failures::record(&state.pool, &identifier).await?;
+        return Err(ApiError::InvalidCredentials);
+    };
+    db::login_failures::clear(&state.pool, &identifier).await?;
     if let Some(upgraded) = checked.rehashed {
         // The hash was made at another cost; the password is at hand only now.
         db::users::set_password_hash(&state.pool, user_id, &upgraded).await?;

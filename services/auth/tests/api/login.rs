@@ -118,3 +118,47 @@ async fn login_unknown_user_takes_as_long_as_wrong_password(pool: PgPool) {
         "bcrypt cost 10 really ran"
     );
 }
+
+#[sqlx::test(migrator = "auth_svc::startup::MIGRATOR")]
+async fn repeated_failures_lock_the_identifier_for_a_while(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.register("hal@example.com", "+256772000014", PASSWORD)
+        .await;
+    app.register("ivy@example.com", "+256772000015", PASSWORD)
+        .await;
+    for _ in 0..auth_svc::db::login_failures::FREE_FAILURES {
+        let res = app.login("HAL@example.com", "not the password").await;
+        assert_error_envelope(&res, 401);
+    }
+    // Locked now, whichever form of the identifier, even with the right password.
+    for identifier in ["hal@example.com", " Hal@Example.com"] {
+        let res = app.login(identifier, PASSWORD).await;
+        assert_error_envelope(&res, 429);
+        let wait: u64 = res.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=30).contains(&wait), "{wait}");
+    }
+    // An unknown identifier is counted and locked alike: no telling them apart.
+    for _ in 0..auth_svc::db::login_failures::FREE_FAILURES {
+        assert_error_envelope(&app.login("nobody@example.com", PASSWORD).await, 401);
+    }
+    assert_error_envelope(&app.login("nobody@example.com", PASSWORD).await, 429);
+    // Others are untouched.
+    assert_eq!(app.login("ivy@example.com", PASSWORD).await.status, 200);
+
+    sqlx::query("UPDATE login_failures SET locked_until = now() - interval '1 second'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(app.login("hal@example.com", PASSWORD).await.status, 200);
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM login_failures WHERE identifier = 'hal@example.com'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "a successful log-in forgets the failures");
+}
