@@ -1,8 +1,12 @@
 //! Backups of the two databases. `pg_dump` runs in the database container and its output is
-//! gzipped while it streams out, into `<dir>/<db>/<db>_YYYYmmdd_HHMMSS.sql.gz.partial`, renamed
-//! only when `pg_dump` succeeded, with the SHA-256 beside it (`sha256sum -c` reads it). Times
-//! in names are UTC. Restores check the checksum and the whole gzip stream before anything is
-//! touched and replay the dump with `psql` in one transaction.
+//! gzipped while it streams out, into `<dir>/<db>/<db>_YYYYmmdd_HHMMSS.sql.gz.partial`; its
+//! SHA-256 goes to `<file>.sha256.partial` (`sha256sum -c` reads it). Both are synced, then the
+//! backup and its checksum are renamed in place and the folder synced; a run killed in between
+//! is finished or swept by the next command ([`sweep`]). Times in names are UTC. Safety backups,
+//! taken by `restore` of what it replaces, are named `<db>_<time>.pre-restore.sql.gz` and never
+//! count as a database's latest backup. Restores check the checksum and the whole gzip stream
+//! before anything is touched and replay the dump in one transaction that only the end of the
+//! dump commits.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -20,11 +24,11 @@ use sha2::{Digest, Sha256};
 use crate::{
     docker::{Engine, Health},
     stack::App,
-    state::write_with_mode,
     ui::Ui,
 };
 
 const SUFFIX: &str = ".sql.gz";
+const SAFETY_MARK: &str = ".pre-restore";
 const PARTIAL: &str = ".partial";
 const CHECKSUM: &str = ".sha256";
 const TIME_FORMAT: &str = "%Y%m%d_%H%M%S";
@@ -40,10 +44,37 @@ pub fn database(app: App) -> (&'static str, &'static str, &'static str) {
     }
 }
 
+/// Why a backup was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// `stackctl backup` or the schedule.
+    Backup,
+    /// What a restore replaced, taken by the restore itself.
+    PreRestore,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Backup => "backup",
+            Self::PreRestore => "pre-restore",
+        }
+    }
+
+    fn mark(self) -> &'static str {
+        match self {
+            Self::Backup => "",
+            Self::PreRestore => SAFETY_MARK,
+        }
+    }
+}
+
 /// One backup file this tool wrote.
 #[derive(Debug, Clone)]
 pub struct Backup {
     pub path: PathBuf,
+    pub kind: Kind,
     /// When it was taken (UTC), from its name.
     pub taken: NaiveDateTime,
     pub size: u64,
@@ -57,15 +88,29 @@ pub enum Checksum {
     Missing,
 }
 
-/// The time in a name this tool writes (`auth_20261125_020000.sql.gz`), for that service.
-pub fn parse_name(app: App, name: &str) -> Option<NaiveDateTime> {
+/// The kind and time in a name this tool writes (`auth_20261125_020000.sql.gz`,
+/// `auth_20261125_020000.pre-restore.sql.gz`), for that service.
+pub fn parse_name(app: App, name: &str) -> Option<(Kind, NaiveDateTime)> {
     let stamp = name
         .strip_prefix(app.service().label())?
         .strip_prefix('_')?
         .strip_suffix(SUFFIX)?;
+    let (kind, stamp) = match stamp.strip_suffix(SAFETY_MARK) {
+        Some(stamp) => (Kind::PreRestore, stamp),
+        None => (Kind::Backup, stamp),
+    };
     // `parse_from_str` accepts a few variants; only the exact form counts as ours.
     let taken = NaiveDateTime::parse_from_str(stamp, TIME_FORMAT).ok()?;
-    (taken.format(TIME_FORMAT).to_string() == stamp).then_some(taken)
+    (taken.format(TIME_FORMAT).to_string() == stamp).then_some((kind, taken))
+}
+
+fn file_name(app: App, kind: Kind, taken: NaiveDateTime) -> String {
+    format!(
+        "{}_{}{}{SUFFIX}",
+        app.service().label(),
+        taken.format(TIME_FORMAT),
+        kind.mark()
+    )
 }
 
 /// The service's backups under `root`, oldest first. Files of other names are not ours.
@@ -80,13 +125,14 @@ pub fn list(root: &Path, app: App) -> anyhow::Result<Vec<Backup>> {
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
         let name = entry.file_name();
-        let Some(taken) = name.to_str().and_then(|n| parse_name(app, n)) else {
+        let Some((kind, taken)) = name.to_str().and_then(|n| parse_name(app, n)) else {
             continue;
         };
         let meta = entry.metadata()?;
         if meta.is_file() {
             found.push(Backup {
                 path: entry.path(),
+                kind,
                 taken,
                 size: meta.len(),
             });
@@ -96,8 +142,16 @@ pub fn list(root: &Path, app: App) -> anyhow::Result<Vec<Backup>> {
     Ok(found)
 }
 
-/// Deletes the backups taken before `now - keep_days`, never the newest one of the service
-/// and never a file this tool did not name. Returns what it deleted (or would, `dry_run`).
+/// The service's newest backup that is not a safety copy: what `restore SVC latest` takes.
+pub fn latest(root: &Path, app: App) -> anyhow::Result<Option<Backup>> {
+    Ok(list(root, app)?
+        .into_iter()
+        .rfind(|b| b.kind == Kind::Backup))
+}
+
+/// Deletes the backups taken before `now - keep_days`, never the newest one of each kind of
+/// the service and never a file this tool did not name. Returns what it deleted (or would,
+/// `dry_run`).
 pub fn prune(
     root: &Path,
     app: App,
@@ -105,10 +159,18 @@ pub fn prune(
     now: NaiveDateTime,
     dry_run: bool,
 ) -> anyhow::Result<Vec<Backup>> {
-    let mut backups = list(root, app)?;
-    backups.pop();
+    let backups = list(root, app)?;
+    let newest: Vec<&Path> = [Kind::Backup, Kind::PreRestore]
+        .iter()
+        .filter_map(|k| backups.iter().rfind(|b| b.kind == *k))
+        .map(|b| b.path.as_path())
+        .collect();
     let cutoff = now - TimeDelta::days(i64::from(keep_days));
-    let old: Vec<Backup> = backups.into_iter().filter(|b| b.taken < cutoff).collect();
+    let old: Vec<Backup> = backups
+        .iter()
+        .filter(|b| b.taken < cutoff && !newest.contains(&b.path.as_path()))
+        .cloned()
+        .collect();
     if !dry_run {
         for b in &old {
             fs::remove_file(&b.path)
@@ -198,8 +260,15 @@ pub fn verify(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Takes a backup of the service's database into `root/<db>/`.
-pub async fn take(engine: &Engine, root: &Path, app: App, ui: &Ui) -> anyhow::Result<Backup> {
+/// Takes a backup of the service's database into `root/<db>/`. The caller holds the stack's
+/// lock, so no other backup of this stack is under way.
+pub async fn take(
+    engine: &Engine,
+    root: &Path,
+    app: App,
+    kind: Kind,
+    ui: &Ui,
+) -> anyhow::Result<Backup> {
     let label = app.service().label();
     let (container, _, _) = database(app);
     if engine.health(container).await? != Health::Healthy {
@@ -215,14 +284,16 @@ pub async fn take(engine: &Engine, root: &Path, app: App, ui: &Ui) -> anyhow::Re
     // One backup a second at most: names carry the second.
     let (taken, name) = loop {
         let taken = Utc::now().naive_utc();
-        let name = format!("{label}_{}{SUFFIX}", taken.format(TIME_FORMAT));
+        let name = file_name(app, kind, taken);
         if !dir.join(&name).exists() {
             break (taken, name);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let path = dir.join(&name);
-    let partial = dir.join(format!("{name}{PARTIAL}"));
+    let partial = partial_path(&path);
+    let sum = checksum_path(&path);
+    let sum_partial = partial_path(&sum);
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -231,24 +302,124 @@ pub async fn take(engine: &Engine, root: &Path, app: App, ui: &Ui) -> anyhow::Re
         .with_context(|| format!("cannot write {}", partial.display()))?;
     let finished = async {
         let digest = dump(engine, app, file, ui).await?;
-        write_with_mode(
-            &checksum_path(&path),
-            format!("{digest}  {name}\n").as_bytes(),
-            0o644,
-        )?;
-        fs::rename(&partial, &path).with_context(|| format!("cannot write {}", path.display()))
+        write_synced(&sum_partial, format!("{digest}  {name}\n").as_bytes())?;
+        // The backup's rename is the commit; a checksum left partial by a crash right after
+        // it is finished by `sweep`.
+        rename(&partial, &path)?;
+        rename(&sum_partial, &sum)?;
+        sync_dir(&dir)
     }
     .await;
     if let Err(e) = finished {
         // Nothing that looks like a backup stays behind.
-        let _ = fs::remove_file(&partial);
-        let _ = fs::remove_file(checksum_path(&path));
+        for leftover in [&partial, &sum_partial, &path, &sum] {
+            let _ = fs::remove_file(leftover);
+        }
         return Err(e.context(format!(
             "backup of the {label} database failed; nothing was kept"
         )));
     }
     let size = fs::metadata(&path)?.len();
-    Ok(Backup { path, taken, size })
+    Ok(Backup {
+        path,
+        kind,
+        taken,
+        size,
+    })
+}
+
+/// Finishes or removes what a killed backup left in the service's folder: a backup whose
+/// checksum was not renamed yet gets it (when it matches), partial files go, and so do
+/// checksums without their backup. Only names this tool writes are touched. Call it under the
+/// stack's lock, so no backup is under way. Returns one line per file it changed.
+pub fn sweep(root: &Path, app: App) -> anyhow::Result<Vec<String>> {
+    let dir = root.join(app.service().label());
+    let names: Vec<String> = match fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    let ours = |backup: &str| parse_name(app, backup).is_some();
+    let mut done = Vec::new();
+    // Checksums waiting for their rename first, so their backups are not taken for orphans.
+    for name in &names {
+        let Some(backup) = name
+            .strip_suffix(PARTIAL)
+            .and_then(|n| n.strip_suffix(CHECKSUM))
+        else {
+            continue;
+        };
+        if !ours(backup) {
+            continue;
+        }
+        let path = dir.join(backup);
+        let sum = checksum_path(&path);
+        let sum_partial = dir.join(name);
+        if path.is_file() && !sum.exists() {
+            rename(&sum_partial, &sum)?;
+            if checksum(&path)? == Checksum::Verified {
+                done.push(format!("finished {} (its checksum)", path.display()));
+            } else {
+                // A checksum that does not match is no checksum: restore will refuse the file.
+                remove_if_exists(&sum)?;
+                done.push(format!(
+                    "{} does not match the checksum written with it; left without one",
+                    path.display()
+                ));
+            }
+        } else {
+            remove_if_exists(&sum_partial)?;
+            done.push(format!("removed {}", sum_partial.display()));
+        }
+    }
+    for name in &names {
+        let path = dir.join(name);
+        let stale = match name.strip_suffix(PARTIAL) {
+            Some(backup) => ours(backup),
+            None => name
+                .strip_suffix(CHECKSUM)
+                .is_some_and(|backup| ours(backup) && !dir.join(backup).exists()),
+        };
+        if stale && path.exists() {
+            remove_if_exists(&path)?;
+            done.push(format!("removed {}", path.display()));
+        }
+    }
+    if !done.is_empty() {
+        sync_dir(&dir)?;
+    }
+    Ok(done)
+}
+
+fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(PARTIAL);
+    PathBuf::from(name)
+}
+
+fn write_synced(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn rename(from: &Path, to: &Path) -> anyhow::Result<()> {
+    fs::rename(from, to).with_context(|| format!("cannot write {}", to.display()))
+}
+
+/// Makes the folder's entries (new names, renames) durable.
+fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))
 }
 
 /// Streams `pg_dump` through gzip into `file`; returns the SHA-256 of what was written.
@@ -321,38 +492,57 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// Replays a verified backup into the service's database with `psql` in one transaction that
-/// stops at the first error: it applies completely or not at all.
-pub async fn replay(engine: &Engine, app: App, path: &Path) -> anyhow::Result<()> {
+/// The `application_name` of a restoring session, so that the end of an interrupted one can be
+/// seen.
+const RESTORE_SESSION: &str = "stackctl-restore";
+/// What psql prints once the dump's transaction has committed: the only proof of a commit.
+const COMMITTED: &str = "stackctl: restore committed";
+/// What psql prints before the dump with the id of its transaction.
+const TRANSACTION: &str = "stackctl: restore transaction ";
+/// Opens the dump's transaction and names it; psql itself commits nothing.
+const OPENING: &[u8] =
+    b"BEGIN;\nSELECT 'stackctl: restore transaction ' || pg_current_xact_id();\n";
+/// Sent only after the whole dump: the commit, then the proof of it.
+const CLOSING: &str = "\nCOMMIT;\n\\echo 'stackctl: restore committed'\n";
+
+/// What a restore of the service's database also does, in the same transaction. Refresh tokens
+/// that were revoked or rotated since the backup would be valid again: every login the backup
+/// brings back is revoked, and its users log in again.
+fn restore_also(app: App) -> &'static str {
+    match app {
+        App::Auth => {
+            "\nUPDATE public.refresh_tokens SET revoked_at = now() WHERE revoked_at IS NULL;\n"
+        }
+        App::Payments => "",
+    }
+}
+
+/// Replays a verified backup into the service's database with `psql`, all or nothing. The dump
+/// runs in a transaction that only its own last lines commit: when the stream stops before them
+/// (stackctl interrupted or killed, the Docker connection lost, a read error) psql reads end of
+/// file with the transaction open and PostgreSQL rolls it back, as it does at the first error.
+/// `transaction` gets the id of the replay's transaction as soon as it has one, so that
+/// [`settle`] can tell what became of it whenever the replay stopped.
+pub async fn replay(
+    engine: &Engine,
+    app: App,
+    path: &Path,
+    transaction: &std::sync::Mutex<Option<u64>>,
+) -> anyhow::Result<()> {
     let (container, user, db) = database(app);
     let (tx, rx) = tokio::sync::mpsc::channel::<anyhow::Result<Vec<u8>>>(8);
     let source = path.to_owned();
     // Decompression is blocking work: a thread of its own feeds the exec's standard input.
     let reader = std::thread::spawn(move || {
-        let mut gz = match File::open(&source) {
-            Ok(f) => GzDecoder::new(f),
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e.into()));
-                return;
-            }
-        };
-        loop {
-            let mut buf = vec![0; CHUNK];
-            match gz.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    buf.truncate(n);
-                    if tx.blocking_send(Ok(buf)).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e.into()));
-                    return;
-                }
-            }
+        let closing = format!("{}{CLOSING}", restore_also(app));
+        let fed = feed(&source, closing.as_bytes(), |chunk| {
+            tx.blocking_send(Ok(chunk)).is_ok()
+        });
+        if let Err(e) = fed {
+            let _ = tx.blocking_send(Err(e));
         }
     });
+    let session = format!("dbname={db} application_name={RESTORE_SESSION}");
     let result = engine
         .exec_in(
             container,
@@ -362,25 +552,135 @@ pub async fn replay(engine: &Engine, app: App, path: &Path) -> anyhow::Result<()
                 "--username",
                 user,
                 "--dbname",
-                db,
-                "--single-transaction",
+                &session,
                 "--set",
                 "ON_ERROR_STOP=1",
                 "--no-psqlrc",
                 "--quiet",
             ],
             rx,
+            |out| {
+                if let Ok(mut id) = transaction.lock()
+                    && id.is_none()
+                {
+                    *id = transaction_id(out);
+                }
+            },
         )
         .await;
     let _ = reader.join();
     let (code, out) = result?;
-    if code != 0 {
+    let committed = out.lines().any(|l| l.trim() == COMMITTED);
+    if code != 0 || !committed {
         bail!(
-            "psql in {container} exited with {code}; the transaction was rolled back, the database is as it was:\n{}",
+            "psql in {container} exited with {code} before the end of the dump; the transaction was rolled back, the database is as it was:\n{}",
             out.trim()
         );
     }
     Ok(())
+}
+
+/// Hands `send` the opening, the decompressed dump and, only once all of it was read, the
+/// `closing` lines. Stops early when `send` says the other side is gone.
+fn feed(
+    source: &Path,
+    closing: &[u8],
+    mut send: impl FnMut(Vec<u8>) -> bool,
+) -> anyhow::Result<()> {
+    let file = File::open(source).with_context(|| format!("cannot read {}", source.display()))?;
+    let mut gz = GzDecoder::new(file);
+    if !send(OPENING.to_vec()) {
+        return Ok(());
+    }
+    loop {
+        let mut buf = vec![0; CHUNK];
+        let n = gz
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", source.display()))?;
+        if n == 0 {
+            send(closing.to_vec());
+            return Ok(());
+        }
+        buf.truncate(n);
+        if !send(buf) {
+            return Ok(());
+        }
+    }
+}
+
+fn transaction_id(out: &str) -> Option<u64> {
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix(TRANSACTION)?.parse().ok())
+}
+
+/// What became of a replay that stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replayed {
+    /// Its transaction committed: the database holds the backup.
+    Committed,
+    /// Nothing of it is in the database.
+    RolledBack,
+}
+
+/// Waits until the replay's session has ended (after an interruption psql may still be reading
+/// its last input; PostgreSQL rolls back when it ends), then tells whether its transaction
+/// committed.
+pub async fn settle(
+    engine: &Engine,
+    app: App,
+    transaction: Option<u64>,
+) -> anyhow::Result<Replayed> {
+    let open = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{RESTORE_SESSION}'"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, out) = query(engine, app, &open).await?;
+        if code == 0 && out.trim() == "0" {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "a restoring session is still open in {} after 60 s ({})",
+                database(app).0,
+                out.trim()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let Some(id) = transaction else {
+        return Ok(Replayed::RolledBack);
+    };
+    let (code, out) = query(engine, app, &format!("SELECT pg_xact_status('{id}')")).await?;
+    match (code, out.trim()) {
+        (0, "committed") => Ok(Replayed::Committed),
+        (0, "aborted") => Ok(Replayed::RolledBack),
+        _ => bail!(
+            "cannot tell whether restore transaction {id} committed: {}",
+            out.trim()
+        ),
+    }
+}
+
+/// One query in the service's database, as its owner; exit code and output.
+async fn query(engine: &Engine, app: App, sql: &str) -> anyhow::Result<(i64, String)> {
+    let (container, user, db) = database(app);
+    engine
+        .exec_as(
+            container,
+            "postgres",
+            &[
+                "psql",
+                "--username",
+                user,
+                "--dbname",
+                db,
+                "--no-psqlrc",
+                "-Atc",
+                sql,
+            ],
+        )
+        .await
 }
 
 #[cfg(test)]
@@ -392,10 +692,13 @@ mod tests {
     }
 
     fn touch(root: &Path, app: App, taken: NaiveDateTime) -> PathBuf {
-        let label = app.service().label();
-        let dir = root.join(label);
+        touch_kind(root, app, Kind::Backup, taken)
+    }
+
+    fn touch_kind(root: &Path, app: App, kind: Kind, taken: NaiveDateTime) -> PathBuf {
+        let dir = root.join(app.service().label());
         fs::create_dir_all(&dir).unwrap();
-        let name = format!("{label}_{}{SUFFIX}", taken.format(TIME_FORMAT));
+        let name = file_name(app, kind, taken);
         fs::write(dir.join(&name), b"x").unwrap();
         fs::write(dir.join(format!("{name}{CHECKSUM}")), b"y").unwrap();
         dir.join(name)
@@ -403,8 +706,15 @@ mod tests {
 
     #[test]
     fn names_are_read_strictly() {
-        let t = parse_name(App::Auth, "auth_20261125_020000.sql.gz").unwrap();
+        let (kind, t) = parse_name(App::Auth, "auth_20261125_020000.sql.gz").unwrap();
+        assert_eq!(kind, Kind::Backup);
         assert_eq!(t.to_string(), "2026-11-25 02:00:00");
+        let (kind, t) = parse_name(App::Auth, "auth_20261125_020000.pre-restore.sql.gz").unwrap();
+        assert_eq!(kind, Kind::PreRestore);
+        assert_eq!(
+            file_name(App::Auth, kind, t),
+            "auth_20261125_020000.pre-restore.sql.gz"
+        );
         for other in [
             "payments_20261125_020000.sql.gz",
             "auth_20261125_020000.sql.gz.partial",
@@ -412,6 +722,8 @@ mod tests {
             "auth_20261125_020000.sql",
             "auth-copy_20261125_020000.sql.gz",
             "auth_20261325_020000.sql.gz",
+            "auth_20261125_020000.pre-restore.sql.gz.partial",
+            "auth_20261125_020000.post-restore.sql.gz",
         ] {
             assert!(parse_name(App::Auth, other).is_none(), "{other}");
         }
@@ -457,6 +769,170 @@ mod tests {
         prune(root.path(), App::Payments, 7, now, false).unwrap();
         assert!(!old.exists());
         assert!(newest.exists());
+    }
+
+    #[test]
+    fn safety_copies_are_never_latest_and_keep_their_newest() {
+        let root = tempfile::tempdir().unwrap();
+        let now = Utc::now().naive_utc();
+        let backup = touch(root.path(), App::Auth, at(20, now));
+        let old_safety = touch_kind(root.path(), App::Auth, Kind::PreRestore, at(12, now));
+        let safety = touch_kind(root.path(), App::Auth, Kind::PreRestore, at(10, now));
+        let newest = latest(root.path(), App::Auth).unwrap().unwrap();
+        assert_eq!(
+            newest.path, backup,
+            "the newer safety copies are not latest"
+        );
+        let gone = prune(root.path(), App::Auth, 7, now, false).unwrap();
+        let gone: Vec<PathBuf> = gone.into_iter().map(|b| b.path).collect();
+        assert_eq!(gone, [old_safety]);
+        assert!(backup.exists() && safety.exists());
+        let only_safety = tempfile::tempdir().unwrap();
+        touch_kind(only_safety.path(), App::Auth, Kind::PreRestore, now);
+        assert!(latest(only_safety.path(), App::Auth).unwrap().is_none());
+    }
+
+    /// A backup file and its checksum, each either final or still `.partial`.
+    fn leftover(dir: &Path, name: &str, bytes: &[u8], data_done: bool, sum: Option<&str>) {
+        let data = dir.join(name);
+        fs::write(
+            if data_done {
+                data.clone()
+            } else {
+                partial_path(&data)
+            },
+            bytes,
+        )
+        .unwrap();
+        if let Some(digest) = sum {
+            fs::write(
+                partial_path(&checksum_path(&data)),
+                format!("{digest}  {name}\n"),
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn sweep_finishes_or_removes_what_a_killed_backup_left() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("payments");
+        fs::create_dir_all(&dir).unwrap();
+        let bytes = b"a finished dump";
+        let digest = hex::encode(Sha256::digest(bytes));
+        // Killed before the commit: both still partial.
+        leftover(
+            &dir,
+            "payments_20261125_010000.sql.gz",
+            bytes,
+            false,
+            Some(&digest),
+        );
+        // Killed while dumping: the data partial alone.
+        leftover(&dir, "payments_20261125_020000.sql.gz", bytes, false, None);
+        // Killed between the two renames: finished with its checksum.
+        leftover(
+            &dir,
+            "payments_20261125_030000.sql.gz",
+            bytes,
+            true,
+            Some(&digest),
+        );
+        // A checksum that does not match what was written is dropped, the data kept.
+        leftover(
+            &dir,
+            "payments_20261125_040000.sql.gz",
+            bytes,
+            true,
+            Some("00"),
+        );
+        // A checksum without its backup.
+        fs::write(dir.join("payments_20261125_050000.sql.gz.sha256"), "x").unwrap();
+        // Not ours: untouched.
+        for foreign in [
+            "notes.partial",
+            "mine.sql.gz.sha256",
+            "payments-x.sql.gz.partial",
+        ] {
+            fs::write(dir.join(foreign), "keep").unwrap();
+        }
+
+        let lines = sweep(root.path(), App::Payments).unwrap();
+        assert_eq!(lines.len(), 6, "{lines:#?}");
+        let mut left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "mine.sql.gz.sha256",
+                "notes.partial",
+                "payments-x.sql.gz.partial",
+                "payments_20261125_030000.sql.gz",
+                "payments_20261125_030000.sql.gz.sha256",
+                "payments_20261125_040000.sql.gz",
+            ]
+        );
+        assert_eq!(
+            checksum(&dir.join("payments_20261125_030000.sql.gz")).unwrap(),
+            Checksum::Verified
+        );
+        assert!(sweep(root.path(), App::Payments).unwrap().is_empty());
+    }
+
+    fn gzipped(text: &[u8]) -> Vec<u8> {
+        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+        gz.write_all(text).unwrap();
+        gz.finish().unwrap()
+    }
+
+    fn fed(path: &Path) -> (anyhow::Result<()>, Vec<u8>) {
+        let mut sent = Vec::new();
+        let result = feed(path, CLOSING.as_bytes(), |chunk| {
+            sent.extend_from_slice(&chunk);
+            true
+        });
+        (result, sent)
+    }
+
+    #[test]
+    fn the_commit_is_sent_only_after_the_whole_dump() {
+        let dir = tempfile::tempdir().unwrap();
+        let dump = vec![b'x'; 3 * CHUNK + 17];
+        let whole = dir.path().join("whole.sql.gz");
+        fs::write(&whole, gzipped(&dump)).unwrap();
+        let (result, sent) = fed(&whole);
+        result.unwrap();
+        assert_eq!(sent, [OPENING, &dump, CLOSING.as_bytes()].concat());
+
+        let bytes = gzipped(&dump);
+        let cut = dir.path().join("cut.sql.gz");
+        fs::write(&cut, &bytes[..bytes.len() - 8]).unwrap();
+        let (result, sent) = fed(&cut);
+        assert!(result.is_err());
+        assert!(sent.starts_with(OPENING));
+        assert!(
+            !sent.ends_with(CLOSING.as_bytes()),
+            "a stream that fails ends without the commit"
+        );
+
+        let mut calls = 0;
+        feed(&whole, CLOSING.as_bytes(), |_| {
+            calls += 1;
+            calls < 2
+        })
+        .unwrap();
+        assert_eq!(calls, 2, "nothing more is read once the other side is gone");
+    }
+
+    #[test]
+    fn the_transaction_id_is_read_from_the_output() {
+        let out = " set_config \n------------\n \nstackctl: restore transaction 7421\n";
+        assert_eq!(transaction_id(out), Some(7421));
+        assert_eq!(transaction_id("stackctl: restore transaction "), None);
+        assert_eq!(transaction_id(""), None);
     }
 
     #[test]

@@ -308,7 +308,17 @@ impl Engine {
     /// Runs `cmd` in the container and returns its exit code and combined output.
     pub async fn exec(&self, name: &str, cmd: &[&str]) -> anyhow::Result<(i64, String)> {
         // The empty user is the container's own.
-        let id = self.create_exec(name, "", cmd, false).await?;
+        self.exec_as(name, "", cmd).await
+    }
+
+    /// Runs `cmd` as `user` and returns its exit code and combined output.
+    pub async fn exec_as(
+        &self,
+        name: &str,
+        user: &str,
+        cmd: &[&str],
+    ) -> anyhow::Result<(i64, String)> {
+        let id = self.create_exec(name, user, cmd, false).await?;
         let mut out = String::new();
         if let StartExecResults::Attached { mut output, .. } = self
             .docker
@@ -361,13 +371,15 @@ impl Engine {
     }
 
     /// Runs `cmd` as `user` with the chunks from `input` on its standard input, then end of
-    /// file. Returns the exit code and its combined output.
+    /// file, also when `input` yields an error (then returned). `seen` gets the combined output
+    /// so far each time more arrives. Returns the exit code and that output.
     pub async fn exec_in(
         &self,
         name: &str,
         user: &str,
         cmd: &[&str],
         mut input: tokio::sync::mpsc::Receiver<anyhow::Result<Vec<u8>>>,
+        mut seen: impl FnMut(&str),
     ) -> anyhow::Result<(i64, String)> {
         use tokio::io::AsyncWriteExt;
         let id = self.create_exec(name, user, cmd, true).await?;
@@ -384,16 +396,25 @@ impl Engine {
         };
         // Output is drained while input is written, so neither side can block the other.
         let write = async {
+            let mut fed = anyhow::Ok(());
             while let Some(chunk) = input.recv().await {
-                stdin
-                    .write_all(&chunk?)
-                    .await
-                    .with_context(|| format!("write to {name}"))?;
+                fed = match chunk {
+                    Ok(bytes) => stdin
+                        .write_all(&bytes)
+                        .await
+                        .with_context(|| format!("write to {name}")),
+                    Err(e) => Err(e),
+                };
+                if fed.is_err() {
+                    break;
+                }
             }
-            stdin
+            // The command must see end of file whatever happened, or it would wait forever.
+            let closed = stdin
                 .shutdown()
                 .await
-                .with_context(|| format!("close input of {name}"))
+                .with_context(|| format!("close input of {name}"));
+            fed.and(closed)
         };
         let read = async {
             let mut out = String::new();
@@ -403,6 +424,7 @@ impl Engine {
                         .with_context(|| format!("exec output from {name}"))?
                         .to_string(),
                 );
+                seen(&out);
             }
             anyhow::Ok(out)
         };

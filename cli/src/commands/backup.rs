@@ -16,7 +16,7 @@ use indicatif::HumanBytes;
 use serde::Serialize;
 
 use crate::{
-    backup::{self, Checksum},
+    backup::{self, Checksum, Kind},
     config::{StackConfig, parse_cron},
     docker::Engine,
     stack::App,
@@ -57,14 +57,15 @@ impl Target {
 
 #[derive(clap::Subcommand)]
 enum Command {
-    /// The backups with time, size, age and whether each matches its checksum.
+    /// The backups with kind, time, size, age and whether each matches its checksum; safety
+    /// copies that `restore` took of what it replaced are of kind `pre-restore`.
     List {
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
-    /// Delete backups older than the retention, never the newest one of a database and never a
-    /// file stackctl did not name.
+    /// Delete backups older than the retention, never the newest one of a database (of each
+    /// kind) and never a file stackctl did not name.
     Prune {
         /// Days to keep (default: backup.keep_days).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
@@ -85,6 +86,7 @@ enum Command {
 #[derive(Serialize)]
 struct Row {
     database: &'static str,
+    kind: Kind,
     file: PathBuf,
     taken_utc: String,
     size_bytes: u64,
@@ -100,8 +102,11 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
             let _lock = ctx.state.lock()?;
             let engine = Engine::connect().await?;
             for app in args.target.apps() {
+                for line in backup::sweep(&root, app)? {
+                    ctx.ui.detail(&line);
+                }
                 let started = Instant::now();
-                let b = backup::take(&engine, &root, app, &ctx.ui).await?;
+                let b = backup::take(&engine, &root, app, Kind::Backup, &ctx.ui).await?;
                 ctx.ui.step(&format!(
                     "{}: {} ({}, {:.1}s)",
                     app.service().label(),
@@ -116,7 +121,13 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         Some(Command::Prune { keep_days, dry_run }) => {
             let keep = keep_days.unwrap_or(config.backup.keep_days);
             let now = Utc::now().naive_utc();
+            let _lock = ctx.state.lock()?;
             for app in App::ALL {
+                if !dry_run {
+                    for line in backup::sweep(&root, app)? {
+                        ctx.ui.detail(&line);
+                    }
+                }
                 for b in backup::prune(&root, app, keep, now, dry_run)? {
                     let verb = if dry_run { "would delete" } else { "deleted" };
                     ctx.ui.step(&format!("{verb} {}", b.path.display()));
@@ -138,6 +149,7 @@ fn list(root: &std::path::Path, json: bool) -> anyhow::Result<()> {
         for b in backup::list(root, app)? {
             rows.push(Row {
                 database: app.service().label(),
+                kind: b.kind,
                 taken_utc: b.taken.format("%Y-%m-%d %H:%M:%S").to_string(),
                 size_bytes: b.size,
                 age_hours: (now - b.taken).num_hours(),
@@ -163,7 +175,15 @@ fn list(root: &std::path::Path, json: bool) -> anyhow::Result<()> {
     }
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED);
-    table.set_header(["DATABASE", "TAKEN (UTC)", "SIZE", "AGE", "CHECKSUM", "FILE"]);
+    table.set_header([
+        "DATABASE",
+        "KIND",
+        "TAKEN (UTC)",
+        "SIZE",
+        "AGE",
+        "CHECKSUM",
+        "FILE",
+    ]);
     for r in rows {
         let age = if r.age_hours < 48 {
             format!("{} h", r.age_hours)
@@ -172,6 +192,7 @@ fn list(root: &std::path::Path, json: bool) -> anyhow::Result<()> {
         };
         table.add_row([
             r.database.to_owned(),
+            r.kind.label().to_owned(),
             r.taken_utc,
             HumanBytes(r.size_bytes).to_string(),
             age,
@@ -241,7 +262,10 @@ async fn run_once(
     let engine = Engine::connect().await?;
     let mut parts = Vec::new();
     for app in App::ALL {
-        let b = backup::take(&engine, root, app, &ctx.ui).await?;
+        for line in backup::sweep(root, app)? {
+            log(&line);
+        }
+        let b = backup::take(&engine, root, app, Kind::Backup, &ctx.ui).await?;
         parts.push(format!(
             "{} {} ({})",
             app.service().label(),
