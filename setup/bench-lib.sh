@@ -26,6 +26,8 @@ bcrypt_cost = 10
 [nginx]
 rate_limit_per_minute = 6000000
 rate_limit_burst = 100000
+login_rate_limit_per_minute = 6000000
+login_rate_limit_burst = 100000
 TOML
   # Data of an interrupted earlier run was made with other secrets.
   "$ctl" -q down --volumes --yes

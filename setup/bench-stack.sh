@@ -43,6 +43,8 @@ bcrypt_cost = 10
 [nginx]
 rate_limit_per_minute = 6000000
 rate_limit_burst = 100000
+login_rate_limit_per_minute = 6000000
+login_rate_limit_burst = 100000
 TOML
 
 # seconds COMMAND...: wall time of a command that must succeed.

@@ -22,6 +22,14 @@ const ENV_OVERRIDES: &[(&str, &str)] = &[
         "nginx.rate_limit_per_minute",
     ),
     ("STACKCTL_RATE_LIMIT_BURST", "nginx.rate_limit_burst"),
+    (
+        "STACKCTL_LOGIN_RATE_LIMIT_PER_MINUTE",
+        "nginx.login_rate_limit_per_minute",
+    ),
+    (
+        "STACKCTL_LOGIN_RATE_LIMIT_BURST",
+        "nginx.login_rate_limit_burst",
+    ),
     ("STACKCTL_NGINX_SITE_TEMPLATE", "nginx.site_template"),
     ("STACKCTL_BACKUP_DIR", "backup.dir"),
     ("STACKCTL_BCRYPT_COST", "services.auth.bcrypt_cost"),
@@ -78,6 +86,10 @@ pub struct PaymentService {
 pub struct Nginx {
     pub rate_limit_per_minute: u32,
     pub rate_limit_burst: u32,
+    /// The stricter limit of log-in and registration (bcrypt, the costliest routes), per client
+    /// IP, on top of the general one.
+    pub login_rate_limit_per_minute: u32,
+    pub login_rate_limit_burst: u32,
     /// A site template to render instead of the built-in one (relative to the configuration
     /// file's folder); empty for the built-in `templates/nginx/site.conf.j2`.
     pub site_template: PathBuf,
@@ -160,6 +172,8 @@ impl Default for Nginx {
         Self {
             rate_limit_per_minute: 100,
             rate_limit_burst: 20,
+            login_rate_limit_per_minute: 10,
+            login_rate_limit_burst: 5,
             site_template: PathBuf::new(),
         }
     }
@@ -280,6 +294,9 @@ impl StackConfig {
         }
         if self.nginx.rate_limit_per_minute == 0 {
             bail!("nginx.rate_limit_per_minute: must be at least 1");
+        }
+        if self.nginx.login_rate_limit_per_minute == 0 {
+            bail!("nginx.login_rate_limit_per_minute: must be at least 1");
         }
         if self.tls.names.is_empty() {
             bail!("tls.names: give at least one name, e.g. [\"localhost\"]");

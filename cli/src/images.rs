@@ -31,6 +31,7 @@ const POSTGRES_ENTRYPOINT: &str = include_str!("../../templates/images/postgres/
 const NGINX_DOCKERFILE: &str = include_str!("../../templates/images/nginx/Dockerfile");
 const NGINX_CONF: &str = include_str!("../../nginx/nginx.conf");
 const NGINX_TLS_PARAMS: &str = include_str!("../../nginx/tls-params.conf");
+const NGINX_ENTRYPOINT: &str = include_str!("../../templates/images/nginx/stack-edge");
 const SERVICE_DOCKERFILE: &str = include_str!("../../templates/images/service/Dockerfile");
 
 /// The tags of every image the stack runs.
@@ -120,6 +121,7 @@ pub async fn ensure(engine: &Engine, config: &StackConfig, ui: &Ui) -> anyhow::R
             ("Dockerfile", NGINX_DOCKERFILE.as_bytes(), 0o644),
             ("nginx.conf", NGINX_CONF.as_bytes(), 0o644),
             ("tls-params.conf", NGINX_TLS_PARAMS.as_bytes(), 0o644),
+            ("stack-edge", NGINX_ENTRYPOINT.as_bytes(), 0o755),
         ],
     )
     .await?;

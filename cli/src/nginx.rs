@@ -39,14 +39,20 @@ pub fn render_site(
     };
     // Long enough for the bucket to have room again.
     let retry_after_secs = 60_u32.div_ceil(config.nginx.rate_limit_per_minute).max(1);
+    let login_retry_after_secs = 60_u32
+        .div_ceil(config.nginx.login_rate_limit_per_minute)
+        .max(1);
     env.get_template("site.conf")?
         .render(context! {
             auth_instances => auth_instances.to_vec(),
             payment_instances => payment_instances.to_vec(),
             rate_limit_per_minute => config.nginx.rate_limit_per_minute,
             rate_limit_burst => config.nginx.rate_limit_burst,
+            login_rate_limit_per_minute => config.nginx.login_rate_limit_per_minute,
+            login_rate_limit_burst => config.nginx.login_rate_limit_burst,
             https_port_suffix,
             retry_after_secs,
+            login_retry_after_secs,
         })
         .context("render nginx site template")
 }
@@ -83,9 +89,41 @@ mod tests {
                 "server app_b1:4000 max_fails=3 fail_timeout=10s;",
             ]
         );
-        assert!(site.contains("rate=100r/m"));
-        assert!(site.contains("burst=20 nodelay"));
+        assert!(site.contains("zone=per_ip:10m rate=100r/m"));
+        assert!(site.contains("zone=login:10m rate=10r/m"));
+        assert!(site.contains("limit_req zone=per_ip burst=20 nodelay;"));
+        for route in ["login", "register"] {
+            let block = site
+                .split(&format!("location = /a/auth/{route} {{"))
+                .nth(1)
+                .unwrap()
+                .split('}')
+                .next()
+                .unwrap();
+            assert!(block.contains("limit_req zone=per_ip burst=20 nodelay;"));
+            assert!(block.contains("limit_req zone=login burst=5 nodelay;"));
+            assert!(block.contains(&format!("proxy_pass http://service_a/auth/{route};")));
+        }
         assert!(site.contains("return 301 https://$host$request_uri;"));
+    }
+
+    #[test]
+    fn an_empty_upstream_holds_a_server_marked_down() {
+        let config = StackConfig::default();
+        let site = render_site(SITE_TEMPLATE, &config, &[], &names("app_b", 1)).unwrap();
+        let block = site
+            .split("upstream service_a {")
+            .nth(1)
+            .unwrap()
+            .split('}')
+            .next()
+            .unwrap();
+        let servers: Vec<&str> = block
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("server "))
+            .collect();
+        assert_eq!(servers, ["server 127.0.0.1:9 down;"]);
     }
 
     #[test]

@@ -42,7 +42,7 @@ impl fmt::Display for Step {
                 f,
                 "route {} to {} (nginx -t, reload)",
                 app.service().label(),
-                names.join(", ")
+                list(names)
             ),
             Self::Stop(names) => write!(f, "drain and remove {}", names.join(", ")),
         }
@@ -330,17 +330,15 @@ pub async fn apply_site(engine: &Engine, path: &Path, site: &str, ui: &Ui) -> an
 /// so that an instance taken out of the upstream can stop safely afterwards. A configuration
 /// that does not validate is never loaded.
 pub async fn reload_proxy(engine: &Engine, ui: &Ui) -> anyhow::Result<()> {
-    let (code, out) = engine.exec(PROXY, &["nginx", "-t"]).await?;
+    let old = workers(engine).await?;
+    // stack-edge makes the site nginx loads, checks it with `nginx -t` and reloads; it keeps
+    // the old one when the check fails.
+    let (code, out) = engine.exec(PROXY, &["stack-edge", "reload"]).await?;
     if code != 0 {
         bail!(
             "nginx rejected the new configuration, the old one keeps serving:\n{}",
             out.trim()
         );
-    }
-    let old = workers(engine).await?;
-    let (code, out) = engine.exec(PROXY, &["nginx", "-s", "reload"]).await?;
-    if code != 0 {
-        bail!("nginx reload failed: {}", out.trim());
     }
     // `nginx -s reload` only signals the master; the old workers keep taking requests until it
     // has started the new ones, then finish what they hold and exit.

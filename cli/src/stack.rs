@@ -370,7 +370,8 @@ fn proxy(config: &StackConfig, image: &str, state_root: &Path) -> anyhow::Result
         )),
         host_config: Some(HostConfig {
             binds: Some(vec![
-                format!("{}:/etc/nginx/conf.d:ro", root.join("nginx").display()),
+                // stack-edge makes the site nginx loads (conf.d) from this one.
+                format!("{}:/etc/nginx/site:ro", root.join("nginx").display()),
                 format!("{}:/etc/nginx/tls:ro", root.join("tls").display()),
             ]),
             port_bindings: Some(HashMap::from([

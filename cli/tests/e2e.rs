@@ -25,7 +25,7 @@ payments_db = 15433
 bcrypt_cost = 10
 "#;
 /// The functional checks send more than the default rate limit allows; it is tested last.
-const RAISED_LIMIT: &str = "[nginx]\nrate_limit_per_minute = 6000\nrate_limit_burst = 500\n";
+const RAISED_LIMIT: &str = "[nginx]\nrate_limit_per_minute = 6000\nrate_limit_burst = 500\nlogin_rate_limit_per_minute = 6000\nlogin_rate_limit_burst = 500\n";
 
 /// The end-to-end tests share the engine and the machine's two cores: one at a time.
 static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -452,6 +452,28 @@ fn whole_stack_end_to_end() {
     std::fs::write(stack.path().join("stack.toml"), CONFIG).unwrap();
     stack.ok(&["up"]);
     assert_eq!(ids(&stack), before, "a rate limit change recreates nothing");
+    // Log-ins have a stricter limit of their own: 10/min with a burst of 5.
+    let logins: Vec<Reply> = (0..10)
+        .map(|_| {
+            stack.https(
+                "POST",
+                "/a/auth/login",
+                None,
+                Some(&json!({"identifier": "+256772000999", "password": "not-the-password"})),
+            )
+        })
+        .collect();
+    // (The service itself locks the identifier after five failures: its 429 says so.)
+    let limited = logins
+        .iter()
+        .find(|r| r.status == 429 && r.body["message"] == "Too many log-in attempts, slow down")
+        .expect("10/min with a burst of 5 limits 10 quick log-ins");
+    assert!(
+        limited.headers.contains("retry-after: 6"),
+        "{}",
+        limited.headers
+    );
+    assert!(logins.iter().all(|r| r.status == 401 || r.status == 429));
     let replies: Vec<Reply> = (0..40)
         .map(|_| stack.https("GET", "/health/service_a", None, None))
         .collect();
@@ -514,7 +536,7 @@ fn whole_stack_end_to_end() {
 /// `PREFIX432`, `PREFIX433`), bcrypt at its cheapest, the rate limit out of the way.
 fn loaded_config(project: &str, prefix: u16) -> String {
     format!(
-        "project = \"{project}\"\n[ports]\nhttp = {prefix}080\nhttps = {prefix}443\nauth_db = {prefix}432\npayments_db = {prefix}433\n[services.auth]\nbcrypt_cost = 10\n[nginx]\nrate_limit_per_minute = 600000\nrate_limit_burst = 10000\n"
+        "project = \"{project}\"\n[ports]\nhttp = {prefix}080\nhttps = {prefix}443\nauth_db = {prefix}432\npayments_db = {prefix}433\n[services.auth]\nbcrypt_cost = 10\n[nginx]\nrate_limit_per_minute = 600000\nrate_limit_burst = 10000\nlogin_rate_limit_per_minute = 600000\nlogin_rate_limit_burst = 10000\n"
     )
 }
 
@@ -913,7 +935,12 @@ fn backup_and_restore_round_trip() {
             .to_owned()
     };
     register("kept@example.com", "+256772555101");
-    let token = login("kept@example.com").body["data"]["accessToken"]
+    let logged_in = login("kept@example.com");
+    let token = logged_in.body["data"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refresh_at_backup = logged_in.body["data"]["refreshToken"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -999,7 +1026,30 @@ fn backup_and_restore_round_trip() {
     // Back to the backup point, exactly, and the API works with it.
     stack.ok(&["restore", "auth", "latest", "--yes"]);
     stack.ok(&["restore", "payments", "latest", "--yes"]);
-    assert_eq!(auth_rows(), auth_at_backup);
+    // Every login the backup brought back is revoked with it; the rest is the backup exactly.
+    assert_eq!(
+        sql(
+            "auth-db",
+            "auth",
+            "nest",
+            "SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL"
+        )
+        .trim(),
+        "0"
+    );
+    let refreshed = stack.https(
+        "POST",
+        "/a/auth/refresh",
+        None,
+        Some(&json!({"refreshToken": refresh_at_backup})),
+    );
+    assert_eq!(refreshed.status, 401, "{}", refreshed.body);
+    let unrevoked = |rows: Vec<String>| -> Vec<String> {
+        rows.into_iter()
+            .filter(|r| !r.contains("refresh_tokens"))
+            .collect()
+    };
+    assert_eq!(unrevoked(auth_rows()), unrevoked(auth_at_backup.clone()));
     assert_eq!(payment_rows(), payments_at_backup);
     assert_eq!(login("kept@example.com").status, 200);
     assert_eq!(login("late@example.com").status, 401);
@@ -1108,5 +1158,312 @@ fn backup_and_restore_round_trip() {
             .iter()
             .all(|f| !f.to_string_lossy().ends_with(".partial")),
         "{after:?}"
+    );
+}
+
+/// What identifies the payments table's contents and its constraints, cheaply on many rows.
+fn payments_fingerprint() -> String {
+    sql(
+        "payments-db",
+        "payments",
+        "payments",
+        "SELECT (SELECT count(*) FROM payments) || ' ' || \
+         (SELECT md5(string_agg(id::text, ',' ORDER BY id)) FROM payments) || ' ' || \
+         (SELECT string_agg(conname, ',' ORDER BY conname) FROM pg_constraint WHERE conrelid = 'payments'::regclass)",
+    )
+    .trim()
+    .to_owned()
+}
+
+/// Sessions of an interrupted restore still in the payments database.
+fn restoring_sessions() -> u32 {
+    sql(
+        "payments-db",
+        "payments",
+        "payments",
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'stackctl-restore'",
+    )
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+/// A `stackctl restore payments latest --yes` that gets `sig` once it has replayed for a while;
+/// returns its exit status and everything it wrote to stderr.
+fn restore_interrupted(stack: &Stack, sig: &str) -> (std::process::ExitStatus, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .current_dir(stack.path())
+        .args(["restore", "payments", "latest", "--yes"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("==> restoring payments") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the restore reached its replay");
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    signal(&child, sig);
+    let status = child.wait().unwrap();
+    (status, reader.join().unwrap())
+}
+
+#[test]
+#[ignore = "needs the Docker engine and builds images; setup/test.sh runs it"]
+fn interrupted_restores_and_a_missing_instance_lose_nothing() {
+    let _engine = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let stack = Stack::new(&loaded_config("e2e-restore", 22));
+    let started = std::time::Instant::now();
+    let mark = |what: &str| eprintln!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
+    stack.ok(&["down", "--volumes", "--yes"]);
+    stack.ok(&["up"]);
+    mark("up");
+
+    // A million payments: a replay of several seconds, long enough to be cut short.
+    sql(
+        "payments-db",
+        "payments",
+        "payments",
+        "INSERT INTO payments (id, reference, user_id, amount, currency, payment_method, customer_phone, \
+                               customer_email, description, state, created_at, updated_at) \
+         SELECT gen_random_uuid(), 'PAY-' || (1764000000000 + i) || '-' || upper(substr(md5(i::text), 1, 10)), \
+                ('00000000-0000-4000-8000-' || lpad(to_hex(i % 5000), 12, '0'))::uuid, 12.50, 'USD', 'CARD', \
+                '+254712345678', NULL, NULL, 'SUCCESS', now(), now() \
+         FROM generate_series(1, 1000000) AS i",
+    );
+    mark("filled");
+    stack.ok(&["backup", "payments"]);
+    mark("backed up");
+    let at_backup = payments_fingerprint();
+    sql(
+        "payments-db",
+        "payments",
+        "payments",
+        "DELETE FROM payments WHERE reference < 'PAY-1764000001000'",
+    );
+    let current = payments_fingerprint();
+    assert_ne!(current, at_backup);
+
+    // Killed outright mid-replay: nothing of the dump is committed, the edge still answers.
+    let (status, log) = restore_interrupted(&stack, "-KILL");
+    mark("killed restore");
+    assert!(!status.success(), "{log}");
+    for _ in 0..100 {
+        if restoring_sessions() == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(restoring_sessions(), 0, "psql ended when stackctl died");
+    assert_eq!(payments_fingerprint(), current, "{log}");
+    let down = stack.https("GET", "/health/service_b", None, None);
+    assert_eq!(down.status, 503, "{}", down.body);
+    assert_eq!(down.body["success"], false);
+    assert!(down.headers.contains("retry-after: 5"), "{}", down.headers);
+    assert_eq!(answering(&stack, "service_a", 4).len(), 2);
+    // The next command recovers.
+    stack.ok(&["up"]);
+    mark("up again");
+    assert_eq!(answering(&stack, "service_b", 4).len(), 2);
+
+    // Ctrl-C mid-replay: rolled back, said so, and the instances serve again.
+    let (status, log) = restore_interrupted(&stack, "-INT");
+    mark("interrupted restore");
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("restore interrupted (Ctrl-C); the payments database is as it was and its instances run again"),
+        "{log}"
+    );
+    assert_eq!(payments_fingerprint(), current);
+    assert_eq!(answering(&stack, "service_b", 4).len(), 2);
+
+    // Uninterrupted, it is exactly the backup; safety copies are listed apart and never latest.
+    stack.ok(&["restore", "payments", "latest", "--yes"]);
+    mark("restored");
+    assert_eq!(payments_fingerprint(), at_backup);
+    let listed: Value = serde_json::from_str(&stack.ok(&["backup", "list", "--json"])).unwrap();
+    let kinds: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "pre-restore").count(),
+        3,
+        "{listed}"
+    );
+    assert_eq!(kinds.iter().filter(|k| **k == "backup").count(), 1);
+    let out = stack.run(&["restore", "payments", "latest", "--yes"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let backups = backup_files(&stack.path().join("backups/payments"));
+    let original = backups
+        .iter()
+        .find(|f| !f.to_string_lossy().contains("pre-restore"))
+        .unwrap();
+    assert!(
+        stderr.contains(&format!("restoring payments from {}", original.display()))
+            || stderr.contains(&format!(
+                "restoring payments from ./{}",
+                original.strip_prefix(stack.path()).unwrap().display()
+            )),
+        "latest is the backup, not a safety copy: {stderr}"
+    );
+    assert_eq!(payments_fingerprint(), at_backup);
+
+    // One stopped instance does not keep the edge from starting, and is taken back when it runs.
+    let docker = |args: &[&str]| {
+        let out = Command::new("docker").args(args).output().unwrap();
+        assert!(out.status.success(), "docker {args:?}: {out:?}");
+    };
+    docker(&["stop", "app_a2"]);
+    docker(&["restart", "nginx-proxy"]);
+    let healthy = |name: &str| {
+        stack
+            .containers()
+            .iter()
+            .any(|c| c["name"] == name && c["health"] == "healthy")
+    };
+    for _ in 0..60 {
+        if healthy("nginx-proxy") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(healthy("nginx-proxy"), "the edge started without app_a2");
+    assert_eq!(answering(&stack, "service_a", 6), set(&["app_a1"]));
+    assert_eq!(answering(&stack, "service_b", 4).len(), 2);
+    docker(&["start", "app_a2"]);
+    let mut back = BTreeSet::new();
+    for _ in 0..60 {
+        back.extend(answering(&stack, "service_a", 4));
+        if back.contains("app_a2") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(back.contains("app_a2"), "app_a2 is routed again: {back:?}");
+    mark("a missing instance");
+}
+
+#[test]
+#[ignore = "needs the Docker engine and builds images; setup/test.sh runs it"]
+fn the_edge_answers_errors_in_the_envelope_and_owns_the_request_id() {
+    let _engine = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let stack = Stack::new(&loaded_config("e2e-edge", 23));
+    stack.ok(&["down", "--volumes", "--yes"]);
+    stack.ok(&["up"]);
+    let base = format!("https://localhost:{}", stack.https_port);
+    let envelope = |reply: &Reply, status: u16| {
+        assert_eq!(reply.status, status, "{} {}", reply.headers, reply.body);
+        assert_eq!(reply.body["success"], false, "{}", reply.body);
+        assert!(reply.body["message"].is_string(), "{}", reply.body);
+        let id = reply.body["requestId"].as_str().unwrap();
+        assert!(
+            reply
+                .headers
+                .contains(&format!("x-request-id: {}", id.to_lowercase())),
+            "{}",
+            reply.headers
+        );
+        assert!(reply.headers.contains("content-type: application/json"));
+        assert!(reply.headers.contains("strict-transport-security"));
+    };
+
+    let big = format!(
+        r#"{{"identifier":"{}","password":"x"}}"#,
+        "a".repeat(70 * 1024)
+    );
+    let too_large = stack.curl(
+        &format!("{base}/a/auth/login"),
+        &["-H", "Content-Type: application/json", "--data", &big],
+    );
+    envelope(&too_large, 413);
+    let long_uri = stack.curl(&format!("{base}/a/{}", "u".repeat(10_000)), &["--http1.1"]);
+    envelope(&long_uri, 414);
+    let huge_header = format!("X-Big: {}", "h".repeat(10_000));
+    let headers_too_large = stack.curl(
+        &format!("{base}/a/health"),
+        &["--http1.1", "-H", &huge_header],
+    );
+    envelope(&headers_too_large, 431);
+    let bad = stack.curl(
+        &format!("{base}/a/auth/login"),
+        &["--http1.1", "-X", "POST", "-H", "Content-Length: nope"],
+    );
+    envelope(&bad, 400);
+
+    // A forged id cannot add keys to the JSON; an oversized one gets a new id, not a 502.
+    let forged = r#"x","success":true,"a":""#;
+    let reply = stack.curl(
+        &format!("{base}/nope"),
+        &["-H", &format!("X-Request-Id: {forged}")],
+    );
+    envelope(&reply, 404);
+    assert_ne!(reply.body["requestId"], forged);
+    let oversized = format!("X-Request-Id: {}", "i".repeat(6000));
+    let reply = stack.curl(&format!("{base}/a/health"), &["-H", &oversized]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        reply.headers.matches("x-request-id:").count(),
+        1,
+        "{}",
+        reply.headers
+    );
+    assert!(!reply.headers.contains("iiiiiiii"));
+    // A good one is kept; the service got the edge's id, and the access log has the same.
+    let reply = stack.curl(
+        &format!("{base}/a/nope"),
+        &["-H", "X-Request-Id: trace-e2e-7"],
+    );
+    envelope(&reply, 404);
+    assert_eq!(reply.body["requestId"], "trace-e2e-7");
+    let reply = stack.curl(
+        &format!("{base}/a/nope"),
+        &["-H", &format!("X-Request-Id: {forged}")],
+    );
+    envelope(&reply, 404);
+    let made = reply.body["requestId"].as_str().unwrap().to_owned();
+    assert_ne!(made, forged);
+    let nginx_log = stack.ok(&["logs", "nginx", "--tail", "50"]);
+    for id in ["trace-e2e-7", made.as_str()] {
+        assert!(
+            nginx_log.contains(&format!(r#""request_id":"{id}""#)),
+            "{id}: {nginx_log}"
+        );
+    }
+
+    // With no instance of a service running, the edge answers 503 with Retry-After.
+    let stop = Command::new("docker")
+        .args(["stop", "app_b1", "app_b2"])
+        .output()
+        .unwrap();
+    assert!(stop.status.success());
+    // The edge notices within a second that their names no longer resolve.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    for path in ["/b/payments/PAY-1", "/health/service_b"] {
+        let reply = stack.curl(&format!("{base}{path}"), &[]);
+        envelope(&reply, 503);
+        assert!(
+            reply.headers.contains("retry-after: 5"),
+            "{}",
+            reply.headers
+        );
+    }
+    assert_eq!(
+        stack.https("GET", "/health/service_a", None, None).status,
+        200
     );
 }
