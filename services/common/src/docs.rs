@@ -109,3 +109,87 @@ async fn asset(file: String, config: Arc<Config<'static>>) -> Response {
 fn missing() -> Response {
     ErrorResponse::new(StatusCode::NOT_FOUND, "Route not found").into_response()
 }
+
+/// Adds to every operation of `spec` the answers the shared plumbing can give on any route, so
+/// that a client generated from the document knows them: 400 (malformed JSON, unknown fields),
+/// 413 and 415 where there is a body, 503 with `Retry-After` (database unreachable, request over
+/// 30 s) and 500. Answers an operation documents itself are kept.
+pub fn add_common_responses(spec: &mut OpenApi) {
+    use utoipa::openapi::{
+        ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder, path::Operation, schema::Type,
+    };
+    let retry_after = || {
+        HeaderBuilder::new()
+            .schema(Some(
+                utoipa::openapi::ObjectBuilder::new().schema_type(Type::Integer),
+            ))
+            .description(Some("Seconds to wait before trying again"))
+            .build()
+    };
+    let error = |description: &str, retry: bool| {
+        let mut response = ResponseBuilder::new().description(description).content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        );
+        if retry {
+            response = response.header("Retry-After", retry_after());
+        }
+        response.build()
+    };
+    let add = |op: &mut Operation| {
+        let mut common = vec![
+            (
+                "503",
+                error(
+                    "Unavailable for a moment: the database (or a service this one needs) cannot be reached, or the request took over 30 s",
+                    true,
+                ),
+            ),
+            (
+                "500",
+                error(
+                    "Internal server error (details in the log under the request id)",
+                    false,
+                ),
+            ),
+        ];
+        if op.request_body.is_some() {
+            common.extend([
+                ("400", error("Malformed JSON, or unknown or wrongly typed fields (each listed in `errors`)", false)),
+                ("413", error("Request body over 64 KiB", false)),
+                ("415", error("Content-Type is not application/json", false)),
+            ]);
+        }
+        for (status, response) in common {
+            op.responses
+                .responses
+                .entry(status.to_owned())
+                .or_insert_with(|| response.into());
+        }
+        // Every 429 and 503 carries Retry-After, also those an operation documents itself.
+        for status in ["429", "503"] {
+            if let Some(RefOr::T(response)) = op.responses.responses.get_mut(status) {
+                response
+                    .headers
+                    .entry("Retry-After".to_owned())
+                    .or_insert_with(|| retry_after().into());
+            }
+        }
+    };
+    for item in spec.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            add(op);
+        }
+    }
+}

@@ -100,6 +100,25 @@ async fn docs_are_served_from_the_binary_with_relative_urls(pool: PgPool) {
         assert!(paths.contains_key(path), "{path} missing from the spec");
     }
     assert!(paths["/auth/me"].get("get").is_some() && paths["/auth/me"].get("post").is_some());
+    // Every answer a route can give is documented, the shared plumbing's included.
+    let statuses = |path: &str, method: &str| -> Vec<String> {
+        paths[path][method]["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        statuses("/auth/login", "post"),
+        ["200", "400", "401", "413", "415", "429", "500", "503"]
+    );
+    assert_eq!(statuses("/auth/me", "get"), ["200", "401", "500", "503"]);
+    let unavailable = &paths["/auth/login"]["post"]["responses"]["503"];
+    assert!(
+        unavailable["headers"].get("Retry-After").is_some(),
+        "{unavailable}"
+    );
 }
 
 #[sqlx::test(migrations = false)]

@@ -75,7 +75,7 @@ struct ApiDoc;
 
 /// The service's complete router, docs and shared layers included.
 pub fn router(state: Arc<AppState>) -> Router {
-    let (router, spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(payments::create_payment, payments::list_payments))
         .routes(routes!(payments::get_payment))
         .routes(routes!(payments::update_status))
@@ -83,5 +83,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .routes(routes!(health::health))
         .with_state(state)
         .split_for_parts();
+    svc_common::docs::add_common_responses(&mut spec);
     svc_common::http::finish(router.merge(svc_common::docs::router(spec)))
 }
