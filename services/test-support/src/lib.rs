@@ -1,11 +1,79 @@
 //! What the services' integration tests share.
 #![allow(clippy::unwrap_used)]
 
+use reqwest::{StatusCode, header::HeaderMap};
+use serde_json::Value;
 use sqlx::postgres::PgConnectOptions;
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::watch,
 };
+
+/// An answer of a service: status, headers and the JSON body (every answer is JSON).
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl TestResponse {
+    /// A string field of `data`.
+    pub fn data(&self, key: &str) -> &str {
+        self.body["data"][key].as_str().unwrap_or_default()
+    }
+
+    /// A field of `data`, whatever it holds.
+    pub fn data_value(&self, key: &str) -> &Value {
+        &self.body["data"][key]
+    }
+}
+
+/// Sends the request; the answer must be JSON and carry an `X-Request-Id`.
+pub async fn send(req: reqwest::RequestBuilder) -> TestResponse {
+    let res = req.send().await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let text = res.text().await.unwrap();
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("response to a request was not JSON: {text:?}"));
+    assert!(
+        headers.contains_key("x-request-id"),
+        "{status} without X-Request-Id: {text}"
+    );
+    TestResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// The names of the fields listed in an error body's `errors`.
+pub fn error_fields(body: &Value) -> Vec<String> {
+    body["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Asserts the error envelope: the status, success false, a message, and the request id of
+/// the `X-Request-Id` header.
+pub fn assert_error_envelope(res: &TestResponse, status: u16) {
+    assert_eq!(res.status.as_u16(), status, "{}", res.body);
+    assert_eq!(res.body["success"], false, "{}", res.body);
+    assert!(res.body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    let id = res.body["requestId"].as_str().unwrap_or_default();
+    assert!(!id.is_empty(), "missing requestId: {}", res.body);
+    assert_eq!(
+        res.headers["x-request-id"].to_str().unwrap(),
+        id,
+        "requestId must match the X-Request-Id header"
+    );
+}
 
 /// A TCP relay to the test's database that can be cut (connections dropped, new ones refused)
 /// and restored, as a database restart or a lost network does.

@@ -3,9 +3,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use auth_svc::{config::Config, startup};
-use reqwest::{StatusCode, header::HeaderMap};
 use serde_json::{Value, json};
 use sqlx::PgPool;
+pub use svc_test_support::{TestResponse, assert_error_envelope, error_fields};
 
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
 pub const ISSUER: &str = "stackctl-auth";
@@ -15,18 +15,6 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub pool: PgPool,
-}
-
-pub struct TestResponse {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Value,
-}
-
-impl TestResponse {
-    pub fn data(&self, key: &str) -> &str {
-        self.body["data"][key].as_str().unwrap_or_default()
-    }
 }
 
 pub fn config() -> Config {
@@ -62,17 +50,7 @@ impl TestApp {
     }
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> TestResponse {
-        let res = req.send().await.unwrap();
-        let status = res.status();
-        let headers = res.headers().clone();
-        let text = res.text().await.unwrap();
-        let body = serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("response to a request was not JSON: {text:?}"));
-        TestResponse {
-            status,
-            headers,
-            body,
-        }
+        svc_test_support::send(req).await
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> TestResponse {
@@ -155,31 +133,4 @@ impl TestApp {
         self.post_json("/auth/logout", &json!({"refreshToken": refresh_token}))
             .await
     }
-}
-
-/// The names of the fields listed in an error body's `errors`.
-pub fn error_fields(body: &Value) -> Vec<String> {
-    body["errors"]
-        .as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Asserts the error envelope: success false, a message, and a request id.
-pub fn assert_error_envelope(res: &TestResponse, status: u16) {
-    assert_eq!(res.status.as_u16(), status, "{}", res.body);
-    assert_eq!(res.body["success"], false, "{}", res.body);
-    assert!(res.body["message"].as_str().is_some_and(|m| !m.is_empty()));
-    let id = res.body["requestId"].as_str().unwrap_or_default();
-    assert!(!id.is_empty(), "missing requestId: {}", res.body);
-    assert_eq!(
-        res.headers["x-request-id"].to_str().unwrap(),
-        id,
-        "requestId must match the X-Request-Id header"
-    );
 }

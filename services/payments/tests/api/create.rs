@@ -9,7 +9,7 @@ async fn create_returns_201_with_exact_amounts(pool: PgPool) {
     let token = app.user("ann").await;
     let res = app.create(&token, &valid_payment()).await;
     assert_eq!(res.status, 201, "{}", res.body);
-    let p = res.payment();
+    let p = res.data_value("payment");
     assert_eq!(p["amount"], "12.50");
     assert_eq!(p["currency"], "USD");
     assert_eq!(p["state"], "INITIATED");
@@ -40,7 +40,11 @@ async fn create_returns_201_with_exact_amounts(pool: PgPool) {
         body["currency"] = json!(currency);
         let res = app.create(&token, &body).await;
         assert_eq!(res.status, 201, "{amount} {currency}: {}", res.body);
-        assert_eq!(res.payment()["amount"], shown, "{amount} {currency}");
+        assert_eq!(
+            res.data_value("payment")["amount"],
+            shown,
+            "{amount} {currency}"
+        );
     }
 }
 

@@ -9,9 +9,10 @@ use std::{
 };
 
 use payment_svc::{config::Config, startup, webhook_signature};
-use reqwest::{StatusCode, header::HeaderMap};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
+pub use svc_test_support::{TestResponse, assert_error_envelope, error_fields};
 use tokio::process::{Child, Command};
 
 pub const WEBHOOK_SECRET: &str = "whsec-test-0123456789abcdef";
@@ -23,18 +24,6 @@ pub struct TestApp {
     pub pool: PgPool,
     auth: Child,
     auth_base: String,
-}
-
-pub struct TestResponse {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Value,
-}
-
-impl TestResponse {
-    pub fn payment(&self) -> &Value {
-        &self.body["data"]["payment"]
-    }
 }
 
 /// The `auth-svc` binary that `cargo test --workspace` builds beside this test.
@@ -162,17 +151,7 @@ impl TestApp {
     }
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> TestResponse {
-        let res = req.send().await.unwrap();
-        let status = res.status();
-        let headers = res.headers().clone();
-        let text = res.text().await.unwrap();
-        let body = serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("response was not JSON: {text:?}"));
-        TestResponse {
-            status,
-            headers,
-            body,
-        }
+        svc_test_support::send(req).await
     }
 
     pub async fn create(&self, token: &str, body: &Value) -> TestResponse {
@@ -200,7 +179,10 @@ impl TestApp {
     pub async fn payment(&self, token: &str) -> String {
         let res = self.create(token, &valid_payment()).await;
         assert_eq!(res.status, 201, "{}", res.body);
-        res.payment()["reference"].as_str().unwrap().to_owned()
+        res.data_value("payment")["reference"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     pub async fn get(&self, token: &str, path: &str) -> TestResponse {
@@ -285,26 +267,7 @@ pub fn event(reference: &str, status: &str, provider_tx: &str) -> Value {
     })
 }
 
-/// The names of the fields listed in an error body's `errors`.
-pub fn error_fields(body: &Value) -> Vec<String> {
-    body["errors"]
-        .as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Asserts the error envelope: success false, a message, and a request id.
+/// Asserts the error envelope (the shared check, under the name these tests use).
 pub fn assert_error(res: &TestResponse, status: u16) {
-    assert_eq!(res.status.as_u16(), status, "{}", res.body);
-    assert_eq!(res.body["success"], false, "{}", res.body);
-    assert!(
-        res.body["requestId"]
-            .as_str()
-            .is_some_and(|id| !id.is_empty())
-    );
+    assert_error_envelope(res, status);
 }

@@ -82,7 +82,7 @@ async fn twenty_concurrent_requests_with_one_key_create_one_payment(pool: PgPool
     let mut ids = Vec::new();
     for res in &results {
         match res.status.as_u16() {
-            201 => ids.push(res.payment()["id"].as_str().unwrap().to_owned()),
+            201 => ids.push(res.data_value("payment")["id"].as_str().unwrap().to_owned()),
             409 => assert_error(res, 409),
             other => panic!("unexpected {other}: {}", res.body),
         }

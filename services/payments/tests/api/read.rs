@@ -11,7 +11,7 @@ async fn get_returns_the_payment_with_its_history_to_its_owner_only(pool: PgPool
 
     let res = app.get(&owner, &format!("/payments/{reference}")).await;
     assert_eq!(res.status, 200, "{}", res.body);
-    let p = res.payment();
+    let p = res.data_value("payment");
     assert_eq!(p["reference"], reference.as_str());
     let history = p["transactions"].as_array().unwrap();
     assert_eq!(history.len(), 1);
@@ -28,7 +28,7 @@ async fn get_returns_the_payment_with_its_history_to_its_owner_only(pool: PgPool
     assert_error(&app.get(&owner, "/payments/PAY-0-NOSUCHTHNG").await, 404);
     let res = app.get(&owner, &format!("/payments/{reference}")).await;
     assert_eq!(
-        res.payment()["state"],
+        res.data_value("payment")["state"],
         "INITIATED",
         "the other user changed nothing"
     );

@@ -12,7 +12,7 @@ async fn state_machine_allows_only_documented_transitions(pool: PgPool) {
     assert_error(&app.set_status(&token, &reference, "INITIATED").await, 409);
     let res = app.set_status(&token, &reference, "PENDING").await;
     assert_eq!(res.status, 200, "{}", res.body);
-    assert_eq!(res.payment()["state"], "PENDING");
+    assert_eq!(res.data_value("payment")["state"], "PENDING");
     assert_eq!(
         app.set_status(&token, &reference, "SUCCESS").await.status,
         200
@@ -25,7 +25,7 @@ async fn state_machine_allows_only_documented_transitions(pool: PgPool) {
     );
 
     let history = app.get(&token, &format!("/payments/{reference}")).await;
-    let states: Vec<&str> = history.payment()["transactions"]
+    let states: Vec<&str> = history.data_value("payment")["transactions"]
         .as_array()
         .unwrap()
         .iter()
@@ -62,7 +62,10 @@ async fn concurrent_success_and_failure_exactly_one_wins(pool: PgPool) {
         statuses.sort_unstable();
         assert_eq!(statuses, [200, 409]);
         let winner = results.iter().find(|r| r.status == 200).unwrap();
-        let final_state = winner.payment()["state"].as_str().unwrap().to_owned();
+        let final_state = winner.data_value("payment")["state"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let rows: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM payment_transactions t JOIN payments p ON p.id = t.payment_id
              WHERE p.reference = $1 AND t.status IN ('SUCCESS', 'FAILED')",
@@ -73,6 +76,6 @@ async fn concurrent_success_and_failure_exactly_one_wins(pool: PgPool) {
         .unwrap();
         assert_eq!(rows, 1, "exactly one history row for the race");
         let stored = app.get(&token, &format!("/payments/{reference}")).await;
-        assert_eq!(stored.payment()["state"], final_state.as_str());
+        assert_eq!(stored.data_value("payment")["state"], final_state.as_str());
     }
 }

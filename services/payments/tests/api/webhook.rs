@@ -31,9 +31,9 @@ async fn signed_event_applies_once(pool: PgPool) {
     assert_eq!(again.body["message"], "Webhook already processed");
 
     let p = app.get(&token, &format!("/payments/{reference}")).await;
-    assert_eq!(p.payment()["state"], "SUCCESS");
-    assert_eq!(p.payment()["providerName"], "MTN");
-    let last = p.payment()["transactions"]
+    assert_eq!(p.data_value("payment")["state"], "SUCCESS");
+    assert_eq!(p.data_value("payment")["providerName"], "MTN");
+    let last = p.data_value("payment")["transactions"]
         .as_array()
         .unwrap()
         .last()
