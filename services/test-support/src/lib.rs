@@ -3,7 +3,10 @@
 
 use reqwest::{StatusCode, header::HeaderMap};
 use serde_json::Value;
-use sqlx::postgres::PgConnectOptions;
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::watch,
@@ -83,6 +86,19 @@ pub struct Relay {
 }
 
 impl Relay {
+    /// A pool made as the services make theirs (small, quick to give up waiting) whose
+    /// connections go through a new relay.
+    pub async fn pool(options: PgPoolOptions, connect: &PgConnectOptions) -> (Self, PgPool) {
+        let relay = Self::start(connect).await;
+        let pool = svc_common::startup::guarded_pool(
+            options
+                .max_connections(5)
+                .acquire_timeout(std::time::Duration::from_millis(500)),
+            relay.options(connect),
+        );
+        (relay, pool)
+    }
+
     /// Options that reach the same database through the relay.
     pub fn options(&self, connect: &PgConnectOptions) -> PgConnectOptions {
         connect.clone().host("127.0.0.1").port(self.port)

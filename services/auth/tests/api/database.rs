@@ -52,13 +52,7 @@ async fn an_unreachable_database_is_503_and_its_return_fails_nothing(
     options: PgPoolOptions,
     connect: PgConnectOptions,
 ) {
-    let relay = Relay::start(&connect).await;
-    let pool = guarded_pool(
-        options
-            .max_connections(5)
-            .acquire_timeout(Duration::from_millis(500)),
-        relay.options(&connect),
-    );
+    let (relay, pool) = Relay::pool(options, &connect).await;
     let app = TestApp::spawn(pool).await;
     let (access, _) = app.signed_up("kept@example.com", "+256772123456").await;
     assert_eq!(app.me(&access).await.status, 200);

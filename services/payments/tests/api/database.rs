@@ -1,7 +1,6 @@
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use svc_common::startup::guarded_pool;
 use svc_test_support::Relay;
 
 use crate::helpers::{TestApp, assert_error, event, valid_payment};
@@ -11,13 +10,7 @@ async fn an_unreachable_database_is_503_and_its_return_fails_nothing(
     options: PgPoolOptions,
     connect: PgConnectOptions,
 ) {
-    let relay = Relay::start(&connect).await;
-    let pool = guarded_pool(
-        options
-            .max_connections(5)
-            .acquire_timeout(Duration::from_millis(500)),
-        relay.options(&connect),
-    );
+    let (relay, pool) = Relay::pool(options, &connect).await;
     let app = TestApp::spawn(pool).await;
     let token = app.user("dee").await;
     let reference = app.payment(&token).await;
