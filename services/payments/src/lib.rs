@@ -8,4 +8,5 @@ pub mod domain;
 pub mod error;
 pub mod routes;
 pub mod startup;
+pub mod transition;
 pub mod webhook_signature;

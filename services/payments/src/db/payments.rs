@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::transactions::Transaction;
+use crate::domain::{Currency, PaymentMethod, PaymentState};
 
 const COLUMNS: &str = "id, reference, user_id, amount, currency, payment_method, customer_phone, \
      customer_email, description, state, provider_name, created_at, updated_at";
@@ -16,12 +17,12 @@ pub struct Payment {
     pub reference: String,
     pub user_id: Uuid,
     pub amount: Decimal,
-    pub currency: String,
-    pub payment_method: String,
+    pub currency: Currency,
+    pub payment_method: PaymentMethod,
     pub customer_phone: String,
     pub customer_email: Option<String>,
     pub description: Option<String>,
-    pub state: String,
+    pub state: PaymentState,
     pub provider_name: Option<String>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
@@ -31,12 +32,12 @@ pub struct NewPayment<'a> {
     pub reference: &'a str,
     pub user_id: Uuid,
     pub amount: Decimal,
-    pub currency: &'a str,
-    pub payment_method: &'a str,
+    pub currency: Currency,
+    pub payment_method: PaymentMethod,
     pub customer_phone: &'a str,
     pub customer_email: Option<&'a str>,
     pub description: Option<&'a str>,
-    pub state: &'a str,
+    pub state: PaymentState,
 }
 
 /// Inserts the payment and the first row of its history in one statement (one round trip,
@@ -74,12 +75,12 @@ struct PaymentWithTransaction {
     #[sqlx(flatten)]
     payment: Payment,
     t_id: Option<Uuid>,
-    t_status: Option<String>,
+    t_status: Option<PaymentState>,
     t_source: Option<String>,
     t_provider_name: Option<String>,
     t_provider_transaction_id: Option<String>,
     t_amount: Option<Decimal>,
-    t_currency: Option<String>,
+    t_currency: Option<Currency>,
     t_reason: Option<String>,
     t_created_at: Option<OffsetDateTime>,
 }
@@ -152,7 +153,7 @@ pub async fn lock(
 pub async fn set_state(
     conn: &mut PgConnection,
     id: Uuid,
-    state: &str,
+    state: PaymentState,
     provider_name: Option<&str>,
 ) -> Result<Payment, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(

@@ -5,27 +5,29 @@ use sqlx::{FromRow, PgConnection};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::{Currency, PaymentState};
+
 #[derive(Debug, Clone, FromRow)]
 pub struct Transaction {
     pub id: Uuid,
-    pub status: String,
+    pub status: PaymentState,
     pub source: String,
     pub provider_name: Option<String>,
     pub provider_transaction_id: Option<String>,
     pub amount: Decimal,
-    pub currency: String,
+    pub currency: Currency,
     pub reason: Option<String>,
     pub created_at: OffsetDateTime,
 }
 
 pub struct NewTransaction<'a> {
     pub payment_id: Uuid,
-    pub status: &'a str,
+    pub status: PaymentState,
     pub source: &'a str,
     pub provider_name: Option<&'a str>,
     pub provider_transaction_id: Option<&'a str>,
     pub amount: Decimal,
-    pub currency: &'a str,
+    pub currency: Currency,
     pub reason: Option<&'a str>,
 }
 

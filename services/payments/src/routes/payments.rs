@@ -24,10 +24,11 @@ use crate::{
     db::{
         self,
         payments::{NewPayment, Payment},
-        transactions::{NewTransaction, Transaction},
+        transactions::Transaction,
     },
     domain::{Amount, Currency, Email, PaymentMethod, PaymentState, Phone, new_reference},
     error::ApiError,
+    transition::{self, Change},
 };
 
 type ApiResult = Result<Response, ApiError>;
@@ -83,12 +84,15 @@ pub struct PaymentView {
     /// Decimal string with the currency's decimals.
     #[schema(example = "12.50")]
     amount: String,
-    currency: String,
-    payment_method: String,
+    #[schema(example = "USD")]
+    currency: &'static str,
+    #[schema(example = "MOBILE_MONEY")]
+    payment_method: &'static str,
     customer_phone: String,
     customer_email: Option<String>,
     description: Option<String>,
-    state: String,
+    #[schema(example = "INITIATED")]
+    state: &'static str,
     provider_name: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -105,13 +109,14 @@ pub struct PaymentView {
 #[serde(rename_all = "camelCase")]
 pub struct TransactionView {
     id: Uuid,
-    status: String,
+    #[schema(example = "PENDING")]
+    status: &'static str,
     /// `api` or `webhook`.
     source: String,
     provider_name: Option<String>,
     provider_transaction_id: Option<String>,
     amount: String,
-    currency: String,
+    currency: &'static str,
     reason: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -132,27 +137,24 @@ pub struct PaymentPage {
 }
 
 /// Formats a stored amount with its currency's decimals.
-pub fn show_amount(amount: rust_decimal::Decimal, currency: &str) -> String {
-    Currency::parse(currency).map_or_else(
-        |_| amount.to_string(),
-        |c| Amount::from_decimal(amount).display(c),
-    )
+pub fn show_amount(amount: rust_decimal::Decimal, currency: Currency) -> String {
+    Amount::from_decimal(amount).display(currency)
 }
 
 impl PaymentView {
     pub fn new(p: Payment, transactions: Option<Vec<Transaction>>) -> Self {
         Self {
-            amount: show_amount(p.amount, &p.currency),
+            amount: show_amount(p.amount, p.currency),
             transactions: transactions.map(|ts| {
                 ts.into_iter()
                     .map(|t| TransactionView {
-                        amount: show_amount(t.amount, &t.currency),
+                        amount: show_amount(t.amount, t.currency),
                         id: t.id,
-                        status: t.status,
+                        status: t.status.as_str(),
                         source: t.source,
                         provider_name: t.provider_name,
                         provider_transaction_id: t.provider_transaction_id,
-                        currency: t.currency,
+                        currency: t.currency.code(),
                         reason: t.reason,
                         created_at: t.created_at,
                     })
@@ -160,12 +162,12 @@ impl PaymentView {
             }),
             id: p.id,
             reference: p.reference,
-            currency: p.currency,
-            payment_method: p.payment_method,
+            currency: p.currency.code(),
+            payment_method: p.payment_method.as_str(),
             customer_phone: p.customer_phone,
             customer_email: p.customer_email,
             description: p.description,
-            state: p.state,
+            state: p.state.as_str(),
             provider_name: p.provider_name,
             created_at: p.created_at,
             updated_at: p.updated_at,
@@ -304,12 +306,12 @@ async fn insert_payment(
             reference: &reference,
             user_id,
             amount: valid.amount.value(),
-            currency: valid.currency.code(),
-            payment_method: valid.method.as_str(),
+            currency: valid.currency,
+            payment_method: valid.method,
             customer_phone: valid.phone.as_str(),
             customer_email: valid.email.as_ref().map(Email::as_str),
             description: valid.description.as_deref(),
-            state: PaymentState::Initiated.as_str(),
+            state: PaymentState::Initiated,
         },
     )
     .await?;
@@ -480,30 +482,20 @@ pub async fn update_status(
     let payment = db::payments::lock(&mut tx, &reference, Some(user_id))
         .await?
         .ok_or(ApiError::NotFound)?;
-    let current = PaymentState::parse(&payment.state).map_err(anyhow::Error::msg)?;
-    if !current.can_become(next) {
-        return Err(ApiError::InvalidTransition {
-            from: current,
-            to: next,
-        });
-    }
-    let updated = db::payments::set_state(&mut tx, payment.id, next.as_str(), None).await?;
-    db::transactions::insert(
+    let updated = transition::apply(
         &mut tx,
-        NewTransaction {
-            payment_id: payment.id,
-            status: next.as_str(),
+        &payment,
+        next,
+        Change {
             source: "api",
             provider_name: None,
             provider_transaction_id: None,
-            amount: payment.amount,
-            currency: &payment.currency,
             reason: reason.as_deref(),
         },
     )
     .await?;
     tx.commit().await?;
-    tracing::info!(%reference, from = %current, to = %next, "payment state changed");
+    tracing::info!(%reference, from = %payment.state, to = %next, "payment state changed");
     Ok(envelope::ok(
         "Payment status updated",
         PaymentData {

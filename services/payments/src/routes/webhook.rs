@@ -13,10 +13,11 @@ use utoipa::ToSchema;
 
 use super::State;
 use crate::{
-    db::{self, transactions::NewTransaction},
+    db,
     domain::{Amount, Currency, PaymentState},
     error::ApiError,
     routes::payments::show_amount,
+    transition::{self, Change},
     webhook_signature,
 };
 
@@ -193,7 +194,7 @@ pub async fn receive(
         ));
     }
     if let Some(currency) = event.currency
-        && currency.code() != payment.currency
+        && currency != payment.currency
     {
         return Err(ApiError::WebhookMismatch(format!(
             "Currency {currency} does not match the payment's {}",
@@ -206,33 +207,17 @@ pub async fn receive(
         return Err(ApiError::WebhookMismatch(format!(
             "Amount {} does not match the payment's {}",
             amount.value(),
-            show_amount(payment.amount, &payment.currency)
+            show_amount(payment.amount, payment.currency)
         )));
     }
-    let current = PaymentState::parse(&payment.state).map_err(anyhow::Error::msg)?;
-    if !current.can_become(event.status) {
-        return Err(ApiError::InvalidTransition {
-            from: current,
-            to: event.status,
-        });
-    }
-    db::payments::set_state(
+    transition::apply(
         &mut tx,
-        payment.id,
-        event.status.as_str(),
-        Some(&event.provider_name),
-    )
-    .await?;
-    db::transactions::insert(
-        &mut tx,
-        NewTransaction {
-            payment_id: payment.id,
-            status: event.status.as_str(),
+        &payment,
+        event.status,
+        Change {
             source: "webhook",
             provider_name: Some(&event.provider_name),
             provider_transaction_id: Some(&event.provider_transaction_id),
-            amount: payment.amount,
-            currency: &payment.currency,
             reason: None,
         },
     )
@@ -241,7 +226,7 @@ pub async fn receive(
     tracing::info!(
         reference = %event.reference,
         provider = %event.provider_name,
-        from = %current,
+        from = %payment.state,
         to = %event.status,
         "webhook applied"
     );
