@@ -22,6 +22,7 @@ use flate2::{Compression, read::GzDecoder, write::GzEncoder};
 use sha2::{Digest, Sha256};
 
 use crate::{
+    database::{self, Database},
     docker::{Engine, Health},
     stack::App,
     ui::Ui,
@@ -35,14 +36,6 @@ const TIME_FORMAT: &str = "%Y%m%d_%H%M%S";
 /// The last line `pg_dump` writes: a dump without it was cut short.
 const DUMP_END: &[u8] = b"-- PostgreSQL database dump complete";
 const CHUNK: usize = 256 * 1024;
-
-/// Where a service's database lives: container, user, database.
-pub fn database(app: App) -> (&'static str, &'static str, &'static str) {
-    match app {
-        App::Auth => ("auth-db", "auth", "nest"),
-        App::Payments => ("payments-db", "payments", "payments"),
-    }
-}
 
 /// Why a backup was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -270,7 +263,7 @@ pub async fn take(
     ui: &Ui,
 ) -> anyhow::Result<Backup> {
     let label = app.service().label();
-    let (container, _, _) = database(app);
+    let container = database::of(app).container;
     if engine.health(container).await? != Health::Healthy {
         bail!("{container} is not running and healthy; start the stack with `stackctl up`");
     }
@@ -424,7 +417,12 @@ fn sync_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Streams `pg_dump` through gzip into `file`; returns the SHA-256 of what was written.
 async fn dump(engine: &Engine, app: App, file: File, ui: &Ui) -> anyhow::Result<String> {
-    let (container, user, db) = database(app);
+    let Database {
+        container,
+        superuser: user,
+        name: db,
+        ..
+    } = database::of(app);
     let mut gz = GzEncoder::new(Hashing::new(BufWriter::new(file)), Compression::default());
     let bar = ui.bytes(&format!("pg_dump {db}"));
     let (code, stderr) = engine
@@ -505,16 +503,18 @@ const OPENING: &[u8] =
 /// Sent only after the whole dump: the commit, then the proof of it.
 const CLOSING: &str = "\nCOMMIT;\n\\echo 'stackctl: restore committed'\n";
 
-/// What a restore of the service's database also does, in the same transaction. Refresh tokens
-/// that were revoked or rotated since the backup would be valid again: every login the backup
-/// brings back is revoked, and its users log in again.
-fn restore_also(app: App) -> &'static str {
-    match app {
+/// What a restore of the service's database also does, in the same transaction: the service's
+/// role owns what the dump made (a dump from before it existed names the superuser). And for
+/// auth: refresh tokens revoked or rotated since the backup would be valid again, so every login
+/// the backup brings back is revoked, and its users log in again.
+fn restore_also(app: App) -> String {
+    let revoke = match app {
         App::Auth => {
-            "\nUPDATE public.refresh_tokens SET revoked_at = now() WHERE revoked_at IS NULL;\n"
+            "UPDATE public.refresh_tokens SET revoked_at = now() WHERE revoked_at IS NULL;\n"
         }
         App::Payments => "",
-    }
+    };
+    format!("\n{}{revoke}", database::of(app).ownership_sql())
 }
 
 /// Replays a verified backup into the service's database with `psql`, all or nothing. The dump
@@ -529,7 +529,12 @@ pub async fn replay(
     path: &Path,
     transaction: &std::sync::Mutex<Option<u64>>,
 ) -> anyhow::Result<()> {
-    let (container, user, db) = database(app);
+    let Database {
+        container,
+        superuser: user,
+        name: db,
+        ..
+    } = database::of(app);
     let (tx, rx) = tokio::sync::mpsc::channel::<anyhow::Result<Vec<u8>>>(8);
     let source = path.to_owned();
     // Decompression is blocking work: a thread of its own feeds the exec's standard input.
@@ -642,7 +647,7 @@ pub async fn settle(
         if tokio::time::Instant::now() > deadline {
             bail!(
                 "a restoring session is still open in {} after 60 s ({})",
-                database(app).0,
+                database::of(app).container,
                 out.trim()
             );
         }
@@ -664,17 +669,17 @@ pub async fn settle(
 
 /// One query in the service's database, as its owner; exit code and output.
 async fn query(engine: &Engine, app: App, sql: &str) -> anyhow::Result<(i64, String)> {
-    let (container, user, db) = database(app);
+    let db = database::of(app);
     engine
         .exec_as(
-            container,
+            db.container,
             "postgres",
             &[
                 "psql",
                 "--username",
-                user,
+                db.superuser,
                 "--dbname",
-                db,
+                db.name,
                 "--no-psqlrc",
                 "-Atc",
                 sql,

@@ -46,6 +46,32 @@ pub struct StackConfig {
     pub backup: Backup,
     pub tls: Tls,
     pub images: Images,
+    pub resources: Resources,
+}
+
+/// What each container may use: memory (MiB, a hard limit), processes, and the auth
+/// instances' CPU weight (the others have Docker's 1024), so a flood of bcrypt log-ins leaves the
+/// rest of the stack CPU to breathe.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Resources {
+    pub database_memory_mb: u32,
+    pub service_memory_mb: u32,
+    pub edge_memory_mb: u32,
+    pub pids: u32,
+    pub auth_cpu_shares: u32,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Self {
+            database_memory_mb: 1024,
+            service_memory_mb: 256,
+            edge_memory_mb: 256,
+            pids: 512,
+            auth_cpu_shares: 512,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -132,6 +158,7 @@ impl Default for StackConfig {
             backup: Backup::default(),
             tls: Tls::default(),
             images: Images::default(),
+            resources: Resources::default(),
         }
     }
 }
@@ -294,6 +321,22 @@ impl StackConfig {
         }
         if self.nginx.rate_limit_per_minute == 0 {
             bail!("nginx.rate_limit_per_minute: must be at least 1");
+        }
+        let r = &self.resources;
+        for (key, mb) in [
+            ("resources.database_memory_mb", r.database_memory_mb),
+            ("resources.service_memory_mb", r.service_memory_mb),
+            ("resources.edge_memory_mb", r.edge_memory_mb),
+        ] {
+            if mb < 64 {
+                bail!("{key}: must be at least 64 (MiB)");
+            }
+        }
+        if r.pids < 64 {
+            bail!("resources.pids: must be at least 64");
+        }
+        if !(2..=262_144).contains(&r.auth_cpu_shares) {
+            bail!("resources.auth_cpu_shares: must be between 2 and 262144 (others have 1024)");
         }
         if self.nginx.login_rate_limit_per_minute == 0 {
             bail!("nginx.login_rate_limit_per_minute: must be at least 1");

@@ -11,6 +11,7 @@ mod backup;
 mod certs;
 mod commands;
 mod config;
+mod database;
 mod docker;
 mod images;
 mod nginx;

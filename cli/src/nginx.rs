@@ -5,7 +5,59 @@ use std::path::Path;
 use anyhow::Context;
 use minijinja::{Environment, UndefinedBehavior, context};
 
-use crate::config::StackConfig;
+use crate::{config::StackConfig, stack::App};
+
+/// The instances the edge routes each service to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routes {
+    pub auth: Vec<String>,
+    pub payments: Vec<String>,
+}
+
+impl Routes {
+    pub fn of(&self, app: App) -> &[String] {
+        match app {
+            App::Auth => &self.auth,
+            App::Payments => &self.payments,
+        }
+    }
+
+    pub fn set(&mut self, app: App, names: Vec<String>) {
+        match app {
+            App::Auth => self.auth = names,
+            App::Payments => self.payments = names,
+        }
+    }
+
+    /// What a rendered site routes to: the instance names in its two upstreams (placeholders
+    /// left out). What nginx was last given, whatever runs now.
+    pub fn read(site: &str) -> Self {
+        let mut routes = Self::default();
+        for app in App::ALL {
+            let names = site
+                .split(&format!("upstream {} {{", upstream(app)))
+                .nth(1)
+                .and_then(|rest| rest.split('}').next())
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("server "))
+                .filter_map(|l| l.split(':').next())
+                .filter(|host| app.instance_number(host).is_some())
+                .map(str::to_owned)
+                .collect();
+            routes.set(app, names);
+        }
+        routes
+    }
+}
+
+/// The upstream of a service in the site template.
+fn upstream(app: App) -> &'static str {
+    match app {
+        App::Auth => "service_a",
+        App::Payments => "service_b",
+    }
+}
 
 /// The template, embedded so the binary works from any folder.
 pub const SITE_TEMPLATE: &str = include_str!("../../templates/nginx/site.conf.j2");
@@ -20,12 +72,11 @@ pub fn template(config: &StackConfig, base_dir: &Path) -> anyhow::Result<String>
         .with_context(|| format!("nginx.site_template: cannot read {}", path.display()))
 }
 
-/// Renders the site for these instances (container names).
+/// Renders the site for these routes (container names).
 pub fn render_site(
     template: &str,
     config: &StackConfig,
-    auth_instances: &[String],
-    payment_instances: &[String],
+    routes: &Routes,
 ) -> anyhow::Result<String> {
     let mut env = Environment::new();
     // A misspelt variable fails the render instead of becoming an empty string.
@@ -44,8 +95,8 @@ pub fn render_site(
         .max(1);
     env.get_template("site.conf")?
         .render(context! {
-            auth_instances => auth_instances.to_vec(),
-            payment_instances => payment_instances.to_vec(),
+            auth_instances => routes.auth.clone(),
+            payment_instances => routes.payments.clone(),
             rate_limit_per_minute => config.nginx.rate_limit_per_minute,
             rate_limit_burst => config.nginx.rate_limit_burst,
             login_rate_limit_per_minute => config.nginx.login_rate_limit_per_minute,
@@ -61,20 +112,18 @@ pub fn render_site(
 mod tests {
     use super::*;
 
-    fn names(prefix: &str, n: u32) -> Vec<String> {
-        (1..=n).map(|i| format!("{prefix}{i}")).collect()
+    fn routes(auth: u32, payments: u32) -> Routes {
+        Routes {
+            auth: App::Auth.instance_names(auth),
+            payments: App::Payments.instance_names(payments),
+        }
     }
 
     #[test]
     fn upstreams_list_exactly_the_instances() {
         let config = StackConfig::default();
-        let site = render_site(
-            SITE_TEMPLATE,
-            &config,
-            &names("app_a", 3),
-            &names("app_b", 1),
-        )
-        .unwrap();
+        let site = render_site(SITE_TEMPLATE, &config, &routes(3, 1)).unwrap();
+        assert_eq!(Routes::read(&site), routes(3, 1), "read back as rendered");
         let servers: Vec<&str> = site
             .lines()
             .map(str::trim)
@@ -110,7 +159,12 @@ mod tests {
     #[test]
     fn an_empty_upstream_holds_a_server_marked_down() {
         let config = StackConfig::default();
-        let site = render_site(SITE_TEMPLATE, &config, &[], &names("app_b", 1)).unwrap();
+        let site = render_site(SITE_TEMPLATE, &config, &routes(0, 1)).unwrap();
+        assert_eq!(
+            Routes::read(&site),
+            routes(0, 1),
+            "the placeholder is no instance"
+        );
         let block = site
             .split("upstream service_a {")
             .nth(1)
@@ -130,20 +184,15 @@ mod tests {
     fn non_default_https_port_is_kept_in_the_redirect() {
         let mut config = StackConfig::default();
         config.ports.https = 8443;
-        let site = render_site(
-            SITE_TEMPLATE,
-            &config,
-            &names("app_a", 1),
-            &names("app_b", 1),
-        )
-        .unwrap();
+        let site = render_site(SITE_TEMPLATE, &config, &routes(1, 1)).unwrap();
         assert!(site.contains("return 301 https://$host:8443$request_uri;"));
     }
 
     #[test]
     fn a_broken_template_is_an_error_not_an_empty_value() {
         let config = StackConfig::default();
-        assert!(render_site("{{ no_such_value }}", &config, &[], &[]).is_err());
-        assert!(render_site("{% for %}", &config, &[], &[]).is_err());
+        let none = Routes::default();
+        assert!(render_site("{{ no_such_value }}", &config, &none).is_err());
+        assert!(render_site("{% for %}", &config, &none).is_err());
     }
 }

@@ -9,14 +9,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use bollard::models::ContainerSummaryStateEnum;
 use futures_util::future::try_join_all;
 
 use crate::{
     config::StackConfig,
     docker::{self, Engine, LABEL_CONFIG_HASH, LABEL_SERVICE},
-    nginx,
+    nginx::{self, Routes},
     stack::{self, App, AppSpecs, PROXY, STOP_GRACE, Spec},
     state::write_with_mode,
     ui::Ui,
@@ -97,9 +97,17 @@ pub async fn instances(engine: &Engine, project: &str, app: App) -> anyhow::Resu
 }
 
 /// The steps that take `current` to `specs.instances` instances, replacing what `replace`
-/// says. While instances are replaced one extra instance (the next free number) serves, so the
-/// service never has fewer than its count routed.
-pub fn plan(app: App, specs: &AppSpecs, current: &[Instance], replace: Replace) -> Vec<Step> {
+/// says, and leave the edge routing to exactly them (`routed` is what it routes to now: a change
+/// cut short may have left a healthy instance unrouted). While instances are replaced one extra
+/// instance (the next free number) serves, so the service never has fewer than its count
+/// routed.
+pub fn plan(
+    app: App,
+    specs: &AppSpecs,
+    current: &[Instance],
+    routed: &[String],
+    replace: Replace,
+) -> Vec<Step> {
     let wanted = specs.wanted();
     let mut live: Vec<String> = current
         .iter()
@@ -166,8 +174,12 @@ pub fn plan(app: App, specs: &AppSpecs, current: &[Instance], replace: Replace) 
             steps.push(Step::Route(app, live.clone()));
         }
         live.retain(|n| *n != surge.name);
-        steps.push(Step::Route(app, live));
+        steps.push(Step::Route(app, live.clone()));
         steps.push(Step::Stop(vec![surge.name]));
+    }
+    let routes = steps.iter().any(|s| matches!(s, Step::Route(..)));
+    if !routes && live != routed {
+        steps.push(Step::Route(app, live));
     }
     merge_routes(steps)
 }
@@ -201,37 +213,28 @@ pub struct Rollout<'a> {
     template: String,
     site_path: PathBuf,
     ui: &'a Ui,
-    /// The instances the edge routes to, per service.
-    routed: [Vec<String>; 2],
+    /// The instances the edge routes to.
+    routed: Routes,
     /// Started by this rollout and not routed yet: removed again when a later step fails.
     unrouted: Vec<String>,
 }
 
 impl<'a> Rollout<'a> {
-    /// Starts from the running instances of both services, which the edge routes to.
-    pub async fn new(
+    /// Starts from what the edge was last given to route (the rendered site).
+    pub fn new(
         engine: &'a Engine,
         config: &'a StackConfig,
         base_dir: &Path,
         site_path: PathBuf,
         ui: &'a Ui,
     ) -> anyhow::Result<Self> {
-        let mut routed: [Vec<String>; 2] = Default::default();
-        for (slot, app) in routed.iter_mut().zip(App::ALL) {
-            *slot = instances(engine, &config.project, app)
-                .await?
-                .into_iter()
-                .filter(|i| i.running)
-                .map(|i| i.name)
-                .collect();
-        }
         Ok(Self {
             engine,
             config,
             template: nginx::template(config, base_dir)?,
+            routed: routed(&site_path)?,
             site_path,
             ui,
-            routed,
             unrouted: Vec::new(),
         })
     }
@@ -245,8 +248,8 @@ impl<'a> Rollout<'a> {
                 self.remove_unrouted().await;
                 return Err(e.context(format!(
                     "{step} failed; nginx still routes auth to {} and payments to {} (run `stackctl up` to finish the change)",
-                    list(&self.routed[0]),
-                    list(&self.routed[1]),
+                    list(&self.routed.auth),
+                    list(&self.routed.payments),
                 )));
             }
             self.ui
@@ -269,8 +272,8 @@ impl<'a> Rollout<'a> {
             }
             Step::Route(app, names) => {
                 let mut next = self.routed.clone();
-                next[slot(*app)].clone_from(names);
-                let site = nginx::render_site(&self.template, self.config, &next[0], &next[1])?;
+                next.set(*app, names.clone());
+                let site = nginx::render_site(&self.template, self.config, &next)?;
                 apply_site(self.engine, &self.site_path, &site, self.ui).await?;
                 self.routed = next;
                 self.unrouted.retain(|n| !names.contains(n));
@@ -294,10 +297,12 @@ impl<'a> Rollout<'a> {
     }
 }
 
-fn slot(app: App) -> usize {
-    match app {
-        App::Auth => 0,
-        App::Payments => 1,
+/// What the rendered site at `path` routes to; nothing when there is none yet.
+pub fn routed(path: &Path) -> anyhow::Result<Routes> {
+    match std::fs::read_to_string(path) {
+        Ok(site) => Ok(Routes::read(&site)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Routes::default()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
 }
 
@@ -426,13 +431,57 @@ mod tests {
             .collect()
     }
 
+    /// `plan` with the edge routing to what runs, as after a change that finished.
+    fn plan_settled(
+        app: App,
+        specs: &AppSpecs,
+        current: &[Instance],
+        replace: Replace,
+    ) -> Vec<Step> {
+        let routed: Vec<String> = current
+            .iter()
+            .filter(|i| i.running)
+            .map(|i| i.name.clone())
+            .collect();
+        plan(app, specs, current, &routed, replace)
+    }
+
+    #[test]
+    fn a_healthy_instance_left_unrouted_is_routed() {
+        let current = running(App::Auth, 3, true);
+        let routed = App::Auth.instance_names(2);
+        for replace in [Replace::Stopped, Replace::Changed] {
+            let steps = plan(App::Auth, &specs(App::Auth, 3), &current, &routed, replace);
+            assert_eq!(
+                lines(&steps),
+                ["route auth to app_a1, app_a2, app_a3 (nginx -t, reload)"]
+            );
+        }
+        let steps = plan(
+            App::Auth,
+            &specs(App::Auth, 2),
+            &current,
+            &routed,
+            Replace::Stopped,
+        );
+        // Unrouted already, but a stop always follows a route: its reload also waits for
+        // nginx's old workers.
+        assert_eq!(
+            lines(&steps),
+            [
+                "route auth to app_a1, app_a2 (nginx -t, reload)",
+                "drain and remove app_a3"
+            ]
+        );
+    }
+
     fn lines(steps: &[Step]) -> Vec<String> {
         steps.iter().map(ToString::to_string).collect()
     }
 
     #[test]
     fn scaling_up_routes_only_after_the_new_instances_are_healthy() {
-        let steps = plan(
+        let steps = plan_settled(
             App::Auth,
             &specs(App::Auth, 3),
             &running(App::Auth, 2, true),
@@ -449,7 +498,7 @@ mod tests {
 
     #[test]
     fn scaling_down_unroutes_the_highest_numbers_before_stopping_them() {
-        let steps = plan(
+        let steps = plan_settled(
             App::Payments,
             &specs(App::Payments, 1),
             &running(App::Payments, 3, true),
@@ -466,7 +515,7 @@ mod tests {
 
     #[test]
     fn nothing_to_do_is_no_step() {
-        let steps = plan(
+        let steps = plan_settled(
             App::Auth,
             &specs(App::Auth, 2),
             &running(App::Auth, 2, true),
@@ -477,7 +526,7 @@ mod tests {
 
     #[test]
     fn a_replacement_keeps_the_full_count_routed() {
-        let steps = plan(
+        let steps = plan_settled(
             App::Auth,
             &specs(App::Auth, 1),
             &running(App::Auth, 1, false),
@@ -504,7 +553,7 @@ mod tests {
 
     #[test]
     fn restart_replaces_every_instance_one_at_a_time() {
-        let steps = plan(
+        let steps = plan_settled(
             App::Payments,
             &specs(App::Payments, 2),
             &running(App::Payments, 2, true),
@@ -530,7 +579,7 @@ mod tests {
     fn a_stopped_instance_is_replaced_even_by_scale() {
         let mut current = running(App::Auth, 2, true);
         current[1].running = false;
-        let steps = plan(App::Auth, &specs(App::Auth, 2), &current, Replace::Stopped);
+        let steps = plan_settled(App::Auth, &specs(App::Auth, 2), &current, Replace::Stopped);
         let text = lines(&steps);
         assert!(
             text.contains(&"drain and remove app_a2".to_owned()),

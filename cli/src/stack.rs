@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     config::StackConfig,
+    database::{self, Database},
     docker::{Engine, Health, LABEL_CONFIG_HASH, LABEL_INSTANCE, LABEL_PROJECT, LABEL_SERVICE},
     images::ImageSet,
     state::Secrets,
@@ -107,11 +108,19 @@ pub struct AppSpecs {
     env: Vec<String>,
     /// How many instances the configuration (or `scale`) asks for.
     pub instances: u32,
+    limits: Limits,
 }
 
 impl AppSpecs {
     pub fn spec(&self, name: &str) -> Spec {
-        app(&self.project, self.app, name, &self.image, self.env.clone())
+        app(
+            &self.project,
+            self.app,
+            name,
+            &self.image,
+            self.env.clone(),
+            self.limits,
+        )
     }
 
     /// The specs of instances `1..=instances`.
@@ -141,32 +150,37 @@ impl Plan {
     ) -> anyhow::Result<Self> {
         let p = &config.project;
         let auth_db = database(
-            p,
+            config,
             Service::AuthDb,
             &images.postgres,
-            "auth",
+            database::of(App::Auth),
             &secrets.auth_db_password,
-            "nest",
             config.ports.auth_db,
         );
         let payments_db = database(
-            p,
+            config,
             Service::PaymentsDb,
             &images.postgres,
-            "payments",
+            database::of(App::Payments),
             &secrets.payments_db_password,
-            "payments",
             config.ports.payments_db,
         );
+        let url = |app: App| {
+            let db = database::of(app);
+            format!(
+                "DATABASE_URL=postgres://{}:{}@{}:5432/{}",
+                db.app_role,
+                secrets.app_password(app),
+                db.container,
+                db.name
+            )
+        };
         let auth = AppSpecs {
             app: App::Auth,
             project: p.clone(),
             image: images.auth.clone(),
             env: vec![
-                format!(
-                    "DATABASE_URL=postgres://auth:{}@auth-db:5432/nest",
-                    secrets.auth_db_password
-                ),
+                url(App::Auth),
                 format!("JWT_SECRET={}", secrets.jwt_secret),
                 "PORT=3000".to_owned(),
                 format!("BCRYPT_COST={}", config.services.auth.bcrypt_cost),
@@ -180,16 +194,15 @@ impl Plan {
                 ),
             ],
             instances: config.services.auth.instances,
+            limits: limits(config.resources.service_memory_mb, config.resources.pids)
+                .cpu_shares(config.resources.auth_cpu_shares),
         };
         let payments = AppSpecs {
             app: App::Payments,
             project: p.clone(),
             image: images.payments.clone(),
             env: vec![
-                format!(
-                    "DATABASE_URL=postgres://payments:{}@payments-db:5432/payments",
-                    secrets.payments_db_password
-                ),
+                url(App::Payments),
                 format!("WEBHOOK_SECRET={}", secrets.webhook_secret),
                 format!("AUTH_SERVICE_URL=http://{AUTH_ALIAS}:3000"),
                 "PORT=4000".to_owned(),
@@ -199,6 +212,7 @@ impl Plan {
                 ),
             ],
             instances: config.services.payments.instances,
+            limits: limits(config.resources.service_memory_mb, config.resources.pids),
         };
         Ok(Self {
             databases: vec![auth_db, payments_db],
@@ -232,6 +246,56 @@ fn labels(project: &str, service: Service, instance: &str) -> HashMap<String, St
         (LABEL_SERVICE.to_owned(), service.label().to_owned()),
         (LABEL_INSTANCE.to_owned(), instance.to_owned()),
     ])
+}
+
+/// What one container may use.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    memory_bytes: i64,
+    pids: i64,
+    cpu_shares: Option<i64>,
+}
+
+fn limits(memory_mb: u32, pids: u32) -> Limits {
+    Limits {
+        memory_bytes: i64::from(memory_mb) * 1024 * 1024,
+        pids: i64::from(pids),
+        cpu_shares: None,
+    }
+}
+
+impl Limits {
+    fn cpu_shares(self, shares: u32) -> Self {
+        Self {
+            cpu_shares: Some(i64::from(shares)),
+            ..self
+        }
+    }
+
+    /// A host configuration with these limits and the least privilege every container gets:
+    /// no new privileges, the capabilities given and no others, a read-only root file system
+    /// with `tmpfs` where the program writes.
+    fn host_config(self, caps: &[&str], tmpfs: &[&str]) -> HostConfig {
+        HostConfig {
+            memory: Some(self.memory_bytes),
+            // The same as the memory: no swap on top of it.
+            memory_swap: Some(self.memory_bytes),
+            pids_limit: Some(self.pids),
+            cpu_shares: self.cpu_shares,
+            restart_policy: restart(),
+            readonly_rootfs: Some(true),
+            cap_drop: Some(vec!["ALL".to_owned()]),
+            cap_add: (!caps.is_empty()).then(|| caps.iter().map(|c| (*c).to_owned()).collect()),
+            security_opt: Some(vec!["no-new-privileges".to_owned()]),
+            tmpfs: (!tmpfs.is_empty()).then(|| {
+                tmpfs
+                    .iter()
+                    .map(|path| ((*path).to_owned(), "rw,nosuid,nodev,size=64m".to_owned()))
+                    .collect()
+            }),
+            ..Default::default()
+        }
+    }
 }
 
 fn health(test: &[&str], retries: i64, start_period_secs: i64) -> HealthConfig {
@@ -283,15 +347,21 @@ pub fn volume_name(project: &str, service: Service) -> String {
 }
 
 fn database(
-    project: &str,
+    config: &StackConfig,
     service: Service,
     image: &str,
-    user: &str,
+    db: Database,
     password: &str,
-    db: &str,
     host_port: u16,
 ) -> Spec {
+    let project = &config.project;
     let name = service.label().to_owned();
+    let Database {
+        superuser: user,
+        name: db,
+        ..
+    } = db;
+    let limits = limits(config.resources.database_memory_mb, config.resources.pids);
     let body = ContainerCreateBody {
         image: Some(image.to_owned()),
         hostname: Some(name.clone()),
@@ -313,8 +383,13 @@ fn database(
                 volume_name(project, service)
             )]),
             port_bindings: Some(HashMap::from([publish(5432, "127.0.0.1", host_port)])),
-            restart_policy: restart(),
-            ..Default::default()
+            // PostgreSQL's shared memory for parallel queries lives there; Docker's default is 64 MiB.
+            shm_size: Some(256 * 1024 * 1024),
+            // The entrypoint makes the data and socket folders its own, then drops to postgres.
+            ..limits.host_config(
+                &["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"],
+                &["/run/postgresql", "/tmp"],
+            )
         }),
         networking_config: Some(network(vec![name.clone()])),
         ..Default::default()
@@ -322,7 +397,14 @@ fn database(
     finish(name, body)
 }
 
-fn app(project: &str, app: App, name: &str, image: &str, mut env: Vec<String>) -> Spec {
+fn app(
+    project: &str,
+    app: App,
+    name: &str,
+    image: &str,
+    mut env: Vec<String>,
+    limits: Limits,
+) -> Spec {
     let port = match app {
         App::Auth => 3000,
         App::Payments => 4000,
@@ -341,14 +423,8 @@ fn app(project: &str, app: App, name: &str, image: &str, mut env: Vec<String>) -
         exposed_ports: Some(vec![format!("{port}/tcp")]),
         healthcheck: Some(health(&["CMD", "/service", "healthcheck"], 3, 30)),
         stop_timeout: Some(i64::try_from(STOP_GRACE.as_secs()).unwrap_or(15)),
-        host_config: Some(HostConfig {
-            restart_policy: restart(),
-            // Nothing in a service image is written at run time.
-            readonly_rootfs: Some(true),
-            cap_drop: Some(vec!["ALL".to_owned()]),
-            security_opt: Some(vec!["no-new-privileges".to_owned()]),
-            ..Default::default()
-        }),
+        // Nothing in a service image is written at run time, and it runs as 65534.
+        host_config: Some(limits.host_config(&[], &[])),
         networking_config: Some(network(aliases)),
         ..Default::default()
     };
@@ -378,8 +454,24 @@ fn proxy(config: &StackConfig, image: &str, state_root: &Path) -> anyhow::Result
                 publish(80, "0.0.0.0", config.ports.http),
                 publish(443, "0.0.0.0", config.ports.https),
             ])),
-            restart_policy: restart(),
-            ..Default::default()
+            // The master binds 80 and 443, reads the key (0600, whoever's it is), makes its
+            // temporary folders the workers' and runs them as www-data.
+            ..limits(config.resources.edge_memory_mb, config.resources.pids).host_config(
+                &[
+                    "CHOWN",
+                    "DAC_OVERRIDE",
+                    "NET_BIND_SERVICE",
+                    "SETGID",
+                    "SETUID",
+                ],
+                &[
+                    "/run",
+                    "/tmp",
+                    "/var/lib/nginx",
+                    "/var/log/nginx",
+                    "/etc/nginx/conf.d",
+                ],
+            )
         }),
         networking_config: Some(network(vec![PROXY.to_owned()])),
         ..Default::default()

@@ -23,8 +23,14 @@ pub struct StateDir {
 pub struct Secrets {
     pub jwt_secret: String,
     pub webhook_secret: String,
+    /// Passwords of the databases' superusers (backups, restores, administration).
     pub auth_db_password: String,
     pub payments_db_password: String,
+    /// Passwords of the roles the services connect as (missing in files from before them).
+    #[serde(default)]
+    pub auth_app_password: String,
+    #[serde(default)]
+    pub payments_app_password: String,
 }
 
 impl Secrets {
@@ -34,16 +40,40 @@ impl Secrets {
             webhook_secret: random_secret(32),
             auth_db_password: random_secret(24),
             payments_db_password: random_secret(24),
+            auth_app_password: random_secret(24),
+            payments_app_password: random_secret(24),
+        }
+    }
+
+    /// Generates the secrets a file from an earlier version lacks; whether it did.
+    fn complete(&mut self) -> bool {
+        let mut added = false;
+        for password in [&mut self.auth_app_password, &mut self.payments_app_password] {
+            if password.is_empty() {
+                *password = random_secret(24);
+                added = true;
+            }
+        }
+        added
+    }
+
+    /// The password of the role a service connects as.
+    pub fn app_password(&self, app: App) -> &str {
+        match app {
+            App::Auth => &self.auth_app_password,
+            App::Payments => &self.payments_app_password,
         }
     }
 
     /// Name and value of each secret, for `secrets show`.
-    pub fn entries(&self) -> [(&'static str, &str); 4] {
+    pub fn entries(&self) -> [(&'static str, &str); 6] {
         [
             ("jwt_secret", &self.jwt_secret),
             ("webhook_secret", &self.webhook_secret),
             ("auth_db_password", &self.auth_db_password),
             ("payments_db_password", &self.payments_db_password),
+            ("auth_app_password", &self.auth_app_password),
+            ("payments_app_password", &self.payments_app_password),
         ]
     }
 }
@@ -164,12 +194,16 @@ impl StateDir {
         if path.exists() {
             let text = fs::read_to_string(&path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            return serde_json::from_str(&text).with_context(|| {
+            let mut secrets: Secrets = serde_json::from_str(&text).with_context(|| {
                 format!(
                     "{} is damaged; restore it from a copy (deleting it makes new secrets that the existing databases will not accept)",
                     path.display()
                 )
-            });
+            })?;
+            if secrets.complete() {
+                write_private(&path, serde_json::to_string_pretty(&secrets)?.as_bytes())?;
+            }
+            return Ok(secrets);
         }
         self.ensure()?;
         let secrets = Secrets::generate();
@@ -255,6 +289,33 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(!format!("{first:?}").contains(&first.jwt_secret));
+    }
+
+    #[test]
+    fn a_secrets_file_from_before_the_app_roles_is_completed_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::beside(&dir.path().join("stack.toml"));
+        state.ensure().unwrap();
+        let old = r#"{"jwt_secret":"j","webhook_secret":"w","auth_db_password":"a","payments_db_password":"p"}"#;
+        write_private(&state.path("secrets.json"), old.as_bytes()).unwrap();
+        let first = state.secrets().unwrap();
+        assert_eq!(
+            (first.jwt_secret.as_str(), first.auth_db_password.as_str()),
+            ("j", "a")
+        );
+        assert!(first.auth_app_password.len() >= 32);
+        assert_ne!(first.auth_app_password, first.payments_app_password);
+        let again = state.secrets().unwrap();
+        assert_eq!(again.app_password(App::Auth), first.auth_app_password);
+        assert_eq!(
+            again.app_password(App::Payments),
+            first.payments_app_password
+        );
+        let mode = fs::metadata(state.path("secrets.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

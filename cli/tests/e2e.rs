@@ -1445,6 +1445,71 @@ fn the_edge_answers_errors_in_the_envelope_and_owns_the_request_id() {
         );
     }
 
+    // Least privilege: each service connects as a role that owns its schema and nothing more.
+    for (container, superuser, db, role) in [
+        ("auth-db", "auth", "nest", "auth_app"),
+        ("payments-db", "payments", "payments", "payments_app"),
+    ] {
+        let query = |q: &str| sql(container, superuser, db, q).trim().to_owned();
+        assert_eq!(
+            query(&format!(
+                "SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles WHERE rolname = '{role}'"
+            )),
+            "f"
+        );
+        assert_eq!(
+            query("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'"),
+            role
+        );
+        assert_eq!(
+            query(
+                "SELECT string_agg(DISTINCT usename, ',') FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ),
+            role
+        );
+        let out = Command::new("docker")
+            .args([
+                "exec", "-u", "postgres", container, "psql", "-U", role, "-d", db,
+            ])
+            .args(["-c", "COPY (SELECT 1) TO PROGRAM 'id'"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("must be superuser"),
+            "{out:?}"
+        );
+    }
+    // Every container: read-only root, no new privileges, capabilities dropped, limits.
+    for name in ALL {
+        let out = Command::new("docker")
+            .args(["inspect", "-f"])
+            .arg(
+                "{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.Memory}} {{.HostConfig.PidsLimit}} \
+                 {{json .HostConfig.CapDrop}} {{json .HostConfig.SecurityOpt}} {{.HostConfig.CpuShares}}",
+            )
+            .arg(name)
+            .output()
+            .unwrap();
+        let seen = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let fields: Vec<&str> = seen.split_whitespace().collect();
+        assert_eq!(fields[0], "true", "{name}: {seen}");
+        assert!(
+            fields[1].parse::<u64>().unwrap() >= 64 << 20,
+            "{name}: {seen}"
+        );
+        assert_eq!(fields[2], "512", "{name}: {seen}");
+        assert_eq!(fields[3], r#"["ALL"]"#, "{name}: {seen}");
+        assert_eq!(fields[4], r#"["no-new-privileges"]"#, "{name}: {seen}");
+        let shares = if name.starts_with("app_a") {
+            "512"
+        } else {
+            "0"
+        };
+        assert_eq!(fields[5], shares, "{name}: {seen}");
+    }
+
     // With no instance of a service running, the edge answers 503 with Retry-After.
     let stop = Command::new("docker")
         .args(["stop", "app_b1", "app_b2"])

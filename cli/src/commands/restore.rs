@@ -7,6 +7,7 @@ use futures_util::future::try_join_all;
 
 use crate::{
     backup::{self, Backup, Kind, Replayed},
+    database,
     docker::{Engine, Health},
     rollout::{self, Rollout, Step},
     stack::{self, App, STOP_GRACE},
@@ -82,7 +83,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     }
 
     let engine = Engine::connect().await?;
-    let (container, _, _) = backup::database(app);
+    let container = database::of(app).container;
     if engine.health(container).await? != Health::Healthy {
         bail!("{container} is not running and healthy; start the stack with `stackctl up`");
     }
@@ -101,8 +102,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         ctx.base_dir(),
         ctx.state.path("nginx/stack.conf"),
         &ctx.ui,
-    )
-    .await?;
+    )?;
     let transaction = Mutex::new(None);
     let replace = async {
         rollout.run(vec![Step::Route(app, Vec::new())]).await?;

@@ -90,7 +90,8 @@ pub(super) async fn change(
     })?;
     let plan = Plan::new(config, &images, &secrets, ctx.state.root())?;
     let current = rollout::instances(engine, &config.project, app).await?;
-    let steps = rollout::plan(app, plan.app(app), &current, replace);
+    let routed = rollout::routed(&ctx.state.path("nginx/stack.conf"))?;
+    let steps = rollout::plan(app, plan.app(app), &current, routed.of(app), replace);
     if steps.is_empty() {
         ctx.ui.step(&format!(
             "{} already runs {} instances; nothing to do",
@@ -111,7 +112,6 @@ pub(super) async fn change(
         ctx.base_dir(),
         ctx.state.path("nginx/stack.conf"),
         &ctx.ui,
-    )
-    .await?;
+    )?;
     rollout.run(steps).await
 }

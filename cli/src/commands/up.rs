@@ -7,6 +7,7 @@ use anyhow::Context;
 use crate::{
     certs,
     config::StackConfig,
+    database,
     docker::{self, Engine, Health},
     images, nginx,
     rollout::{self, Replace, Rollout},
@@ -55,21 +56,35 @@ pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let site = nginx::render_site(
         &nginx::template(&config, ctx.base_dir())?,
         &config,
-        &App::Auth.instance_names(config.services.auth.instances),
-        &App::Payments.instance_names(config.services.payments.instances),
+        &nginx::Routes {
+            auth: App::Auth.instance_names(config.services.auth.instances),
+            payments: App::Payments.instance_names(config.services.payments.instances),
+        },
     )?;
     let site_path = ctx.state.path("nginx/stack.conf");
 
     reconcile_group(&engine, &config, &plan.databases, ui).await?;
+    // The services connect as roles of their own, not as the clusters' superusers.
+    for app in App::ALL {
+        database::of(app)
+            .ensure_app_role(&engine, secrets.app_password(app))
+            .await?;
+    }
     // With the edge serving, instances change one at a time behind it, so an update fails no
     // request; without it there is nothing to keep serving and they start together.
     let edge_serving = engine.health(PROXY).await? != Health::Down;
     if edge_serving {
-        let mut rollout =
-            Rollout::new(&engine, &config, ctx.base_dir(), site_path.clone(), ui).await?;
+        let mut rollout = Rollout::new(&engine, &config, ctx.base_dir(), site_path.clone(), ui)?;
         for app in App::ALL {
             let current = rollout::instances(&engine, &config.project, app).await?;
-            let steps = rollout::plan(app, plan.app(app), &current, Replace::Changed);
+            let routed = rollout::routed(&site_path)?;
+            let steps = rollout::plan(
+                app,
+                plan.app(app),
+                &current,
+                routed.of(app),
+                Replace::Changed,
+            );
             rollout.run(steps).await?;
         }
     } else {
