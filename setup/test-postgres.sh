@@ -15,15 +15,18 @@ as_owner() {
   if [[ $(id -u) -eq 0 ]]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
+# A port nothing answers on, from a random start: two clusters starting at once (two test runs)
+# would otherwise both pick the first one.
 free_port() {
-  local port
-  for port in $(seq 54320 54420); do
+  local port offset=$((RANDOM % 100))
+  for i in $(seq 0 99); do
+    port=$((54320 + (offset + i) % 100))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       echo "$port"
       return
     fi
   done
-  echo "no free port in 54320-54420" >&2
+  echo "no free port in 54320-54419" >&2
   return 1
 }
 
@@ -36,15 +39,22 @@ case $cmd in
       runuser -u postgres -- test -w "$dir" \
         || { echo "user postgres cannot reach $dir: make its parent folders world-executable" >&2; exit 1; }
     fi
-    port=$(free_port)
     as_owner "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-locale >"$dir/initdb.log" 2>&1 \
       || { cat "$dir/initdb.log" >&2; exit 1; }
-    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start -o \
-      "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir \
-       -c max_connections=300 -c shared_buffers=256MB -c fsync=off -c synchronous_commit=off \
-       -c full_page_writes=off" >/dev/null \
-      || { cat "$dir/postgres.log" >&2; exit 1; }
-    echo "postgres://postgres@127.0.0.1:$port/postgres"
+    # A port free when probed can be taken before the server binds it: then another one.
+    for _ in 1 2 3 4 5; do
+      port=$(free_port)
+      if as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start -o \
+        "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir \
+         -c max_connections=300 -c shared_buffers=256MB -c fsync=off -c synchronous_commit=off \
+         -c full_page_writes=off" >/dev/null; then
+        echo "postgres://postgres@127.0.0.1:$port/postgres"
+        exit 0
+      fi
+      grep -q "Address already in use" "$dir/postgres.log" || break
+    done
+    cat "$dir/postgres.log" >&2
+    exit 1
     ;;
   stop)
     if [[ -f $dir/data/postmaster.pid ]]; then
