@@ -6,6 +6,9 @@ use anyhow::bail;
 
 use crate::{docker::Engine, stack::App};
 
+/// `templates/sql/app-ownership.sql`, with `{role}` for the service's role.
+const OWNERSHIP: &str = include_str!("../../templates/sql/app-ownership.sql");
+
 /// One service's database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Database {
@@ -40,25 +43,7 @@ impl Database {
     /// SQL that makes the service's role own schema `public` and every table, view and
     /// sequence in it (also after a restore of a dump whose objects another role owned).
     pub fn ownership_sql(&self) -> String {
-        let role = self.app_role;
-        format!(
-            "ALTER SCHEMA public OWNER TO {role};
-DO $own$
-DECLARE object record;
-BEGIN
-    FOR object IN
-        SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-          AND pg_get_userbyid(c.relowner) <> '{role}'
-          AND NOT (c.relkind = 'S' AND EXISTS (
-              SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i')))
-    LOOP
-        EXECUTE format('ALTER TABLE public.%I OWNER TO {role}', object.relname);
-    END LOOP;
-END
-$own$;
-"
-        )
+        OWNERSHIP.replace("{role}", self.app_role)
     }
 
     /// Creates the service's role when it is missing, sets its password and what it may do,
