@@ -36,7 +36,13 @@ pub struct RegisterRequest {
     #[schema(value_type = String, required = true, example = "+256772123456")]
     phone: Option<String>,
     /// 8 to 72 bytes (UTF-8).
-    #[schema(value_type = String, required = true, format = Password, min_length = 8)]
+    #[schema(
+        value_type = String,
+        required = true,
+        format = Password,
+        min_length = 8,
+        max_length = 72
+    )]
     password: Option<String>,
 }
 
@@ -46,24 +52,24 @@ pub struct LoginRequest {
     /// E-mail address, or phone number in international format (`+<country><number>`).
     #[schema(value_type = String, required = true, example = "alice@example.com")]
     identifier: Option<String>,
-    #[schema(value_type = String, required = true, format = Password)]
+    #[schema(value_type = String, required = true, format = Password, pattern = "\\S")]
     password: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RefreshRequest {
-    #[schema(value_type = String, required = true)]
+    #[schema(value_type = String, required = true, pattern = "\\S")]
     refresh_token: Option<String>,
     /// Accepted in place of `refreshToken`.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "\\S")]
     old_refresh_token: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LogoutRequest {
-    #[schema(value_type = String, required = true)]
+    #[schema(value_type = String, required = true, pattern = "\\S")]
     refresh_token: Option<String>,
 }
 

@@ -44,15 +44,26 @@ pub struct CreatePaymentRequest {
     /// currency has (UGX, RWF, JPY: 0; USD, EUR, GBP, KES, TZS, NGN: 2).
     #[schema(value_type = String, required = true, example = "12.50")]
     amount: Option<Box<RawValue>>,
-    #[schema(value_type = String, required = true, example = "USD")]
+    #[schema(
+        value_type = String,
+        required = true,
+        example = "USD",
+        pattern = "^(UGX|RWF|JPY|USD|EUR|GBP|KES|TZS|NGN)$"
+    )]
     currency: Option<String>,
     /// `MOBILE_MONEY`, `CARD` or `BANK_TRANSFER`.
-    #[schema(value_type = String, required = true, example = "MOBILE_MONEY")]
+    #[schema(
+        value_type = String,
+        required = true,
+        example = "MOBILE_MONEY",
+        pattern = "^(MOBILE_MONEY|CARD|BANK_TRANSFER)$"
+    )]
     payment_method: Option<String>,
     #[schema(value_type = String, required = true, example = "+256772123456")]
     customer_phone: Option<String>,
     customer_email: Option<String>,
     /// At most 500 characters.
+    #[schema(max_length = 500)]
     description: Option<String>,
 }
 
@@ -60,9 +71,15 @@ pub struct CreatePaymentRequest {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateStatusRequest {
     /// The new state: `PENDING`, `SUCCESS` or `FAILED`, as the state machine allows.
-    #[schema(value_type = String, required = true, example = "PENDING")]
+    #[schema(
+        value_type = String,
+        required = true,
+        example = "PENDING",
+        pattern = "^(INITIATED|PENDING|SUCCESS|FAILED)$"
+    )]
     status: Option<String>,
     /// At most 500 characters; kept in the history.
+    #[schema(max_length = 500)]
     reason: Option<String>,
 }
 
@@ -71,8 +88,10 @@ pub struct UpdateStatusRequest {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// 1 to 100, default 20.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
-    /// `nextCursor` of the previous page.
+    /// `nextCursor` of the previous page (16 bytes, URL-safe base64 without padding).
+    #[param(pattern = "^[A-Za-z0-9_-]{21}[AQgw]$")]
     cursor: Option<String>,
 }
 
@@ -245,7 +264,7 @@ fn validate_create(req: CreatePaymentRequest) -> Result<ValidPayment, ApiError> 
     tag = "payments",
     security(("bearer" = [])),
     request_body = CreatePaymentRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 printable ASCII characters")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters", pattern = "^[!-~]{1,255}$")),
     responses(
         (status = 201, description = "Created (or replayed)", body = Envelope<PaymentData>),
         (status = 400, description = "Invalid input; `errors` lists every field", body = ErrorBody),

@@ -101,6 +101,36 @@ async fn health_docs_and_envelope_conventions(pool: PgPool) {
     ] {
         assert!(spec.body["paths"].get(path).is_some(), "{path} missing");
     }
+    // The validators' rules are in the schemas, so a client generated from them sends nothing
+    // the service refuses for its form.
+    let schemas = &spec.body["components"]["schemas"];
+    let create = &schemas["CreatePaymentRequest"]["properties"];
+    assert_eq!(
+        create["currency"]["pattern"],
+        "^(UGX|RWF|JPY|USD|EUR|GBP|KES|TZS|NGN)$"
+    );
+    assert_eq!(
+        create["paymentMethod"]["pattern"],
+        "^(MOBILE_MONEY|CARD|BANK_TRANSFER)$"
+    );
+    assert_eq!(create["description"]["maxLength"], 500);
+    let status = &schemas["UpdateStatusRequest"]["properties"];
+    assert_eq!(
+        status["status"]["pattern"],
+        "^(INITIATED|PENDING|SUCCESS|FAILED)$"
+    );
+    assert_eq!(status["reason"]["maxLength"], 500);
+    let list = spec.body["paths"]["/payments"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let limit = list.iter().find(|p| p["name"] == "limit").unwrap();
+    assert_eq!(
+        (
+            limit["schema"]["minimum"].clone(),
+            limit["schema"]["maximum"].clone()
+        ),
+        (serde_json::json!(1), serde_json::json!(100))
+    );
     let docs = app
         .client
         .get(format!("{}/docs", app.base))
