@@ -1243,8 +1243,43 @@ fn interrupted_restores_and_a_missing_instance_lose_nothing() {
          FROM generate_series(1, 1000000) AS i",
     );
     mark("filled");
+    // A backup killed mid-dump leaves nothing that counts, and the next one sweeps it.
+    let folder = stack.path().join("backups/payments");
+    let mut backup = Command::new(BIN)
+        .current_dir(stack.path())
+        .args(["backup", "payments"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let partial_written = || {
+        std::fs::read_dir(&folder)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.file_name().to_string_lossy().ends_with(".partial")
+                    && e.metadata().is_ok_and(|m| m.len() > 0)
+            })
+    };
+    for _ in 0..200 {
+        if partial_written() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(partial_written(), "the dump was under way");
+    backup.kill().unwrap();
+    backup.wait().unwrap();
+    let listed: Value = serde_json::from_str(&stack.ok(&["backup", "list", "--json"])).unwrap();
+    assert_eq!(listed, json!([]), "a killed backup is no backup");
     stack.ok(&["backup", "payments"]);
-    mark("backed up");
+    let left: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 2, "one backup and its checksum: {left:?}");
+    assert!(left.iter().all(|n| !n.ends_with(".partial")), "{left:?}");
+    mark("backed up (the first one killed)");
     let at_backup = payments_fingerprint();
     sql(
         "payments-db",
