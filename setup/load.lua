@@ -3,14 +3,16 @@
 --   LOAD_TOKEN      an access token
 --   LOAD_REFERENCE  a payment reference of that token's user
 --   LOAD_DELAY_MS   pause between two requests of one connection (default 20)
+--   LOAD_CONNECTION "close" (the default) or "keep-alive"
+--   LOAD_INSTANCE   0 (the default) or 1: two loads at once register different users
 -- Stop wrk with SIGINT; it prints one line:
 --   LOAD requests=N ok=N failed=N connect=N read=N write=N timeout=N
 -- where failed counts every answer that is not 2xx (the first few go to stderr).
 --
--- Every request goes on a connection of its own ("Connection: close"). A reload makes nginx's
--- old workers close their idle keep-alive connections, which HTTP allows at any time and real
--- clients retry; wrk would count each as a read error although no request was lost. With one
--- request per connection, connect/read/write errors are requests that really failed.
+-- With "close" every request goes on a connection of its own: connect/read/write errors are
+-- requests that failed on the way in. With "keep-alive" the connections are reused, as browsers
+-- and SDKs do: a connection the edge closes while a request is on its way counts too (wrk does
+-- not retry, and a client may not retry a POST).
 
 local threads = {}
 local next_id = 0
@@ -25,14 +27,16 @@ function init(args)
   ok, failed, n = 0, 0, 0
   pause = tonumber(os.getenv("LOAD_DELAY_MS") or "20")
   -- Registrations need an e-mail address and phone number no run has used: each thread of a
-  -- run takes its own block of 2000 numbers, named by the second the run started.
-  seed = os.time() % 10000
+  -- run takes its own block of 2000 numbers, named by the second the run started and the load.
+  instance = tonumber(os.getenv("LOAD_INSTANCE") or "0")
+  seed = (os.time() % 5000) * 2 + instance
   local token = os.getenv("LOAD_TOKEN")
   local ref = os.getenv("LOAD_REFERENCE")
+  local connection = os.getenv("LOAD_CONNECTION") or "close"
   bearer = { ["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json",
-             ["Connection"] = "close" }
-  plain = { ["Content-Type"] = "application/json", ["Connection"] = "close" }
-  bare = { ["Connection"] = "close" }
+             ["Connection"] = connection }
+  plain = { ["Content-Type"] = "application/json", ["Connection"] = connection }
+  bare = { ["Connection"] = connection }
   fixed = {
     wrk.format("GET", "/a/health", bare),
     wrk.format("POST", "/a/auth/me", bearer),
@@ -50,8 +54,8 @@ function request()
   if n % 16 == 0 then
     local k = (seed * 4 + id) * 2000 + (n / 16) % 2000
     local body = string.format(
-      '{"email":"load-%d-%d-%d@example.com","phone":"+2547%08d","password":"load-password"}',
-      os.time(), id, n, k)
+      '{"email":"load-%d-%d-%d-%d@example.com","phone":"+2547%08d","password":"load-password"}',
+      os.time(), instance, id, n, k)
     return wrk.format("POST", "/a/auth/register", plain, body)
   end
   return fixed[(n % #fixed) + 1]

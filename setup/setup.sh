@@ -8,6 +8,7 @@ packages=(
   postgresql-client-15
   nginx-light      # the benchmark's yard-stick
   wrk              # load generator for the benchmarks
+  nghttp2-client   # h2load: the HTTP/2 client of the zero-failed-request tests
   mmdebstrap       # builds the Debian base image on engines with no registry
   chromium         # renders the Swagger UI in the end-to-end test
   ca-certificates

@@ -21,7 +21,15 @@ use crate::{
     ui::Ui,
 };
 
-const BASE_PACKAGES: &[&str] = &["postgresql-15", "nginx-light", "ca-certificates"];
+const BASE_PACKAGES: &[&str] = &[
+    "postgresql-15",
+    "nginx-light",
+    // Routing without reloads (stack_routes.lua), and stack-edge's client for it.
+    "libnginx-mod-http-lua",
+    "lua-cjson",
+    "curl",
+    "ca-certificates",
+];
 /// Bumped when the base recipe changes in a way the package list does not show.
 const BASE_RECIPE: &str = "1";
 const RUST_TARGET: &str = "x86_64-unknown-linux-gnu";
@@ -32,6 +40,7 @@ const NGINX_DOCKERFILE: &str = include_str!("../../templates/images/nginx/Docker
 const NGINX_CONF: &str = include_str!("../../nginx/nginx.conf");
 const NGINX_TLS_PARAMS: &str = include_str!("../../nginx/tls-params.conf");
 const NGINX_ENTRYPOINT: &str = include_str!("../../templates/images/nginx/stack-edge");
+const NGINX_ROUTES: &str = include_str!("../../templates/images/nginx/stack_routes.lua");
 const SERVICE_DOCKERFILE: &str = include_str!("../../templates/images/service/Dockerfile");
 
 /// The tags of every image the stack runs.
@@ -122,6 +131,7 @@ pub async fn ensure(engine: &Engine, config: &StackConfig, ui: &Ui) -> anyhow::R
             ("nginx.conf", NGINX_CONF.as_bytes(), 0o644),
             ("tls-params.conf", NGINX_TLS_PARAMS.as_bytes(), 0o644),
             ("stack-edge", NGINX_ENTRYPOINT.as_bytes(), 0o755),
+            ("stack_routes.lua", NGINX_ROUTES.as_bytes(), 0o644),
         ],
     )
     .await?;

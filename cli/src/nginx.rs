@@ -1,4 +1,5 @@
-//! The edge's site configuration, rendered from `templates/nginx/site.conf.j2`.
+//! The edge's site configuration, rendered from `templates/nginx/site.conf.j2`, and the routes
+//! (which instances serve each service), a file of their own that changes without a reload.
 
 use std::path::Path;
 
@@ -6,6 +7,11 @@ use anyhow::Context;
 use minijinja::{Environment, UndefinedBehavior, context};
 
 use crate::{config::StackConfig, stack::App};
+
+/// The site stackctl renders, under the state folder (the edge reads that `nginx` folder).
+pub const SITE_FILE: &str = "nginx/stack.conf";
+/// The routes stackctl writes beside it.
+pub const ROUTES_FILE: &str = "nginx/routes";
 
 /// The instances the edge routes each service to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,33 +35,41 @@ impl Routes {
         }
     }
 
-    /// What a rendered site routes to: the instance names in its two upstreams (placeholders
-    /// left out). What nginx was last given, whatever runs now.
-    pub fn read(site: &str) -> Self {
-        let mut routes = Self::default();
+    /// The routes file stack-edge reads: one line per service, its instances as `name:port`.
+    pub fn render(&self) -> String {
+        let mut text = String::from(
+            "# Written by stackctl: the instances the edge routes each service to.\n\
+             # stack-edge hands their addresses to nginx without a reload.\n",
+        );
         for app in App::ALL {
-            let names = site
-                .split(&format!("upstream {} {{", upstream(app)))
-                .nth(1)
-                .and_then(|rest| rest.split('}').next())
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| l.trim().strip_prefix("server "))
-                .filter_map(|l| l.split(':').next())
-                .filter(|host| app.instance_number(host).is_some())
-                .map(str::to_owned)
+            text.push_str(app.service().label());
+            for name in self.of(app) {
+                text.push_str(&format!(" {name}:{}", app.port()));
+            }
+            text.push('\n');
+        }
+        text
+    }
+
+    /// What a routes file says; anything that is not an instance of the service is left out.
+    pub fn parse(text: &str) -> Self {
+        let mut routes = Self::default();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let mut words = line.split_whitespace();
+            let Some(app) = words
+                .next()
+                .and_then(|label| App::ALL.into_iter().find(|a| a.service().label() == label))
+            else {
+                continue;
+            };
+            let names = words
+                .filter_map(|entry| entry.split_once(':'))
+                .filter(|(name, _)| app.instance_number(name).is_some())
+                .map(|(name, _)| name.to_owned())
                 .collect();
             routes.set(app, names);
         }
         routes
-    }
-}
-
-/// The upstream of a service in the site template.
-fn upstream(app: App) -> &'static str {
-    match app {
-        App::Auth => "service_a",
-        App::Payments => "service_b",
     }
 }
 
@@ -72,12 +86,8 @@ pub fn template(config: &StackConfig, base_dir: &Path) -> anyhow::Result<String>
         .with_context(|| format!("nginx.site_template: cannot read {}", path.display()))
 }
 
-/// Renders the site for these routes (container names).
-pub fn render_site(
-    template: &str,
-    config: &StackConfig,
-    routes: &Routes,
-) -> anyhow::Result<String> {
+/// Renders the site.
+pub fn render_site(template: &str, config: &StackConfig) -> anyhow::Result<String> {
     let mut env = Environment::new();
     // A misspelt variable fails the render instead of becoming an empty string.
     env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -95,8 +105,6 @@ pub fn render_site(
         .max(1);
     env.get_template("site.conf")?
         .render(context! {
-            auth_instances => routes.auth.clone(),
-            payment_instances => routes.payments.clone(),
             rate_limit_per_minute => config.nginx.rate_limit_per_minute,
             rate_limit_burst => config.nginx.rate_limit_burst,
             login_rate_limit_per_minute => config.nginx.login_rate_limit_per_minute,
@@ -120,24 +128,52 @@ mod tests {
     }
 
     #[test]
-    fn upstreams_list_exactly_the_instances() {
-        let config = StackConfig::default();
-        let site = render_site(SITE_TEMPLATE, &config, &routes(3, 1)).unwrap();
-        assert_eq!(Routes::read(&site), routes(3, 1), "read back as rendered");
-        let servers: Vec<&str> = site
-            .lines()
-            .map(str::trim)
-            .filter(|l| l.starts_with("server app_"))
-            .collect();
+    fn routes_are_written_and_read_back() {
+        let text = routes(3, 1).render();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(
-            servers,
+            lines,
             [
-                "server app_a1:3000 max_fails=3 fail_timeout=10s;",
-                "server app_a2:3000 max_fails=3 fail_timeout=10s;",
-                "server app_a3:3000 max_fails=3 fail_timeout=10s;",
-                "server app_b1:4000 max_fails=3 fail_timeout=10s;",
+                "auth app_a1:3000 app_a2:3000 app_a3:3000",
+                "payments app_b1:4000"
             ]
         );
+        assert_eq!(Routes::parse(&text), routes(3, 1));
+        let none = routes(0, 1).render();
+        assert!(none.contains("\nauth\n"), "{none}");
+        assert_eq!(Routes::parse(&none), routes(0, 1));
+        assert_eq!(
+            Routes::parse("auth app_a1:3000 app_b1:4000 nginx-proxy:80\nnginx app_a2:3000\n"),
+            routes(1, 0),
+            "only instances of the service"
+        );
+    }
+
+    #[test]
+    fn the_site_routes_through_the_balancer_and_limits_log_in() {
+        let config = StackConfig::default();
+        let site = render_site(SITE_TEMPLATE, &config).unwrap();
+        for (upstream, service) in [("service_a", "auth"), ("service_b", "payments")] {
+            let block = site
+                .split(&format!("upstream {upstream} {{"))
+                .nth(1)
+                .unwrap()
+                .split("\n}")
+                .next()
+                .unwrap();
+            let lines: Vec<&str> = block.lines().map(str::trim).collect();
+            assert_eq!(
+                lines,
+                [
+                    "",
+                    "server 127.0.0.1:9 down;",
+                    &format!(
+                        "balancer_by_lua_block {{ require(\"stack_routes\").balance(\"{service}\") }}"
+                    ),
+                    "keepalive 32;",
+                ]
+            );
+        }
         assert!(site.contains("zone=per_ip:10m rate=100r/m"));
         assert!(site.contains("zone=login:10m rate=10r/m"));
         assert!(site.contains("limit_req zone=per_ip burst=20 nodelay;"));
@@ -157,42 +193,17 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_upstream_holds_a_server_marked_down() {
-        let config = StackConfig::default();
-        let site = render_site(SITE_TEMPLATE, &config, &routes(0, 1)).unwrap();
-        assert_eq!(
-            Routes::read(&site),
-            routes(0, 1),
-            "the placeholder is no instance"
-        );
-        let block = site
-            .split("upstream service_a {")
-            .nth(1)
-            .unwrap()
-            .split('}')
-            .next()
-            .unwrap();
-        let servers: Vec<&str> = block
-            .lines()
-            .map(str::trim)
-            .filter(|l| l.starts_with("server "))
-            .collect();
-        assert_eq!(servers, ["server 127.0.0.1:9 down;"]);
-    }
-
-    #[test]
     fn non_default_https_port_is_kept_in_the_redirect() {
         let mut config = StackConfig::default();
         config.ports.https = 8443;
-        let site = render_site(SITE_TEMPLATE, &config, &routes(1, 1)).unwrap();
+        let site = render_site(SITE_TEMPLATE, &config).unwrap();
         assert!(site.contains("return 301 https://$host:8443$request_uri;"));
     }
 
     #[test]
     fn a_broken_template_is_an_error_not_an_empty_value() {
         let config = StackConfig::default();
-        let none = Routes::default();
-        assert!(render_site("{{ no_such_value }}", &config, &none).is_err());
-        assert!(render_site("{% for %}", &config, &none).is_err());
+        assert!(render_site("{{ no_such_value }}", &config).is_err());
+        assert!(render_site("{% for %}", &config).is_err());
     }
 }

@@ -1,7 +1,9 @@
 //! Changing a running service's instances without failing a request. New instances pass their
-//! health check before nginx routes to them; leaving ones are taken out of nginx, and nginx's
-//! old workers finish their requests, before they are drained and stopped. `scale`, `restart`
-//! and `up` plan their changes as [`Step`]s and run them here.
+//! health check before nginx routes to them; leaving ones are taken out of nginx's routes before
+//! they are drained and stopped. Routes change without a reload (stack_routes.lua in the edge's
+//! image): a reload would make nginx's old workers close their clients' idle keep-alive
+//! connections, racing the requests clients send on them. `scale`, `restart` and `up` plan their
+//! changes as [`Step`]s and run them here.
 
 use std::{
     fmt,
@@ -14,9 +16,8 @@ use bollard::models::ContainerSummaryStateEnum;
 use futures_util::future::try_join_all;
 
 use crate::{
-    config::StackConfig,
     docker::{self, Engine, LABEL_CONFIG_HASH, LABEL_SERVICE},
-    nginx::{self, Routes},
+    nginx::Routes,
     stack::{self, App, AppSpecs, PROXY, STOP_GRACE, Spec},
     state::write_with_mode,
     ui::Ui,
@@ -26,7 +27,7 @@ use crate::{
 pub enum Step {
     /// Create and start these instances, then wait until each is healthy.
     Start(Vec<Spec>),
-    /// Route the service to exactly these instances: render, `nginx -t`, graceful reload.
+    /// Route the service to exactly these instances (nginx's routes, no reload).
     Route(App, Vec<String>),
     /// Drain, stop and remove these instances.
     Stop(Vec<String>),
@@ -38,12 +39,9 @@ impl fmt::Display for Step {
             Self::Start(specs) => {
                 write!(f, "start {}, wait until healthy", names(specs).join(", "))
             }
-            Self::Route(app, names) => write!(
-                f,
-                "route {} to {} (nginx -t, reload)",
-                app.service().label(),
-                list(names)
-            ),
+            Self::Route(app, names) => {
+                write!(f, "route {} to {}", app.service().label(), list(names))
+            }
             Self::Stop(names) => write!(f, "drain and remove {}", names.join(", ")),
         }
     }
@@ -184,7 +182,7 @@ pub fn plan(
     merge_routes(steps)
 }
 
-/// Back-to-back routes of one service become the last one: a reload switches atomically.
+/// Back-to-back routes of one service become the last one: a change of routes is atomic.
 fn merge_routes(steps: Vec<Step>) -> Vec<Step> {
     let mut merged: Vec<Step> = Vec::with_capacity(steps.len());
     for step in steps {
@@ -206,12 +204,14 @@ fn sort(app: App, names: &mut [String]) {
     names.sort_by_key(|n| app.instance_number(n));
 }
 
+/// How long a route change that removes instances is given before they are stopped: a request
+/// nginx picked one of them for just before may still be on its way there.
+const ROUTE_SETTLE: Duration = Duration::from_secs(1);
+
 /// Runs planned steps against the engine and the edge.
 pub struct Rollout<'a> {
     engine: &'a Engine,
-    config: &'a StackConfig,
-    template: String,
-    site_path: PathBuf,
+    routes_path: PathBuf,
     ui: &'a Ui,
     /// The instances the edge routes to.
     routed: Routes,
@@ -220,23 +220,20 @@ pub struct Rollout<'a> {
 }
 
 impl<'a> Rollout<'a> {
-    /// Starts from what the edge was last given to route (the rendered site).
-    pub fn new(
-        engine: &'a Engine,
-        config: &'a StackConfig,
-        base_dir: &Path,
-        site_path: PathBuf,
-        ui: &'a Ui,
-    ) -> anyhow::Result<Self> {
-        Ok(Self {
+    /// Starts from what the edge routes to now.
+    pub fn new(engine: &'a Engine, routes_path: PathBuf, routed: Routes, ui: &'a Ui) -> Self {
+        Self {
             engine,
-            config,
-            template: nginx::template(config, base_dir)?,
-            routed: routed(&site_path)?,
-            site_path,
+            routes_path,
             ui,
+            routed,
             unrouted: Vec::new(),
-        })
+        }
+    }
+
+    /// What the edge routes to, with this rollout's changes.
+    pub fn routed(&self) -> &Routes {
+        &self.routed
     }
 
     /// Runs the steps in order, one line each. When one fails, the instances it started that
@@ -273,10 +270,13 @@ impl<'a> Rollout<'a> {
             Step::Route(app, names) => {
                 let mut next = self.routed.clone();
                 next.set(*app, names.clone());
-                let site = nginx::render_site(&self.template, self.config, &next)?;
-                apply_site(self.engine, &self.site_path, &site, self.ui).await?;
+                apply_routes(self.engine, &self.routes_path, &next).await?;
+                let removed = self.routed.of(*app).iter().any(|n| !names.contains(n));
                 self.routed = next;
                 self.unrouted.retain(|n| !names.contains(n));
+                if removed {
+                    tokio::time::sleep(ROUTE_SETTLE).await;
+                }
                 Ok(())
             }
             Step::Stop(names) => {
@@ -297,13 +297,56 @@ impl<'a> Rollout<'a> {
     }
 }
 
-/// What the rendered site at `path` routes to; nothing when there is none yet.
-pub fn routed(path: &Path) -> anyhow::Result<Routes> {
+/// What the routes file at `path` says the edge routes to; `None` when there is none (a stack
+/// that never ran, or one whose edge routed by reloads).
+pub fn routed(path: &Path) -> anyhow::Result<Option<Routes>> {
     match std::fs::read_to_string(path) {
-        Ok(site) => Ok(Routes::read(&site)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Routes::default()),
+        Ok(text) => Ok(Some(Routes::parse(&text))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
+}
+
+/// What the edge routes to, for a command that changes it on a running stack.
+pub fn routed_now(path: &Path) -> anyhow::Result<Routes> {
+    routed(path)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} is missing: the edge routes by another version's rules; run `stackctl up` first",
+            path.display()
+        )
+    })
+}
+
+/// Writes the routes file and has the edge take it (`stack-edge routes`: names resolved, handed
+/// to nginx's shared memory, no reload). When the edge refuses, the previous file is put back.
+pub async fn apply_routes(engine: &Engine, path: &Path, routes: &Routes) -> anyhow::Result<()> {
+    write_then(path, routes.render().as_bytes(), async {
+        let (code, out) = engine.exec(PROXY, &["stack-edge", "routes"]).await?;
+        if code != 0 {
+            bail!("the edge did not take the new routes:\n{}", out.trim());
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Writes `bytes` to `path`, then runs `take` (the edge reads the file); when that fails, the
+/// previous file is put back, so what the edge would load on a restart is what it runs.
+async fn write_then(
+    path: &Path,
+    bytes: &[u8],
+    take: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let previous = std::fs::read(path).ok();
+    write_with_mode(path, bytes, 0o644)?;
+    if let Err(e) = take.await {
+        match previous {
+            Some(old) => write_with_mode(path, &old, 0o644)?,
+            None => std::fs::remove_file(path)?,
+        }
+        return Err(e);
+    }
+    Ok(())
 }
 
 fn list(names: &[String]) -> String {
@@ -315,29 +358,19 @@ fn list(names: &[String]) -> String {
 }
 
 /// Writes the edge's site and has nginx load it. nginx validates it first (`nginx -t` in the
-/// container); when it does not validate, the previous file is put back, so what nginx serves
-/// with, and would load on a restart, stays the old configuration.
+/// container); when it does not validate, the previous file is put back.
 pub async fn apply_site(engine: &Engine, path: &Path, site: &str, ui: &Ui) -> anyhow::Result<()> {
-    let previous = std::fs::read(path).ok();
-    write_with_mode(path, site.as_bytes(), 0o644)?;
-    if let Err(e) = reload_proxy(engine, ui).await {
-        match previous {
-            Some(old) => write_with_mode(path, &old, 0o644)?,
-            None => std::fs::remove_file(path)?,
-        }
-        return Err(e);
-    }
-    Ok(())
+    write_then(path, site.as_bytes(), reload_proxy(engine, ui)).await
 }
 
 /// Validates the edge's configuration inside the container, then reloads it gracefully and
 /// waits until the workers of the old configuration have finished their requests and exited,
-/// so that an instance taken out of the upstream can stop safely afterwards. A configuration
-/// that does not validate is never loaded.
+/// so that what follows (a certificate's old key removed, say) no longer serves. A
+/// configuration that does not validate is never loaded.
 pub async fn reload_proxy(engine: &Engine, ui: &Ui) -> anyhow::Result<()> {
     let old = workers(engine).await?;
-    // stack-edge makes the site nginx loads, checks it with `nginx -t` and reloads; it keeps
-    // the old one when the check fails.
+    // stack-edge installs the site, checks it with `nginx -t` and reloads; it keeps the old one
+    // when the check fails.
     let (code, out) = engine.exec(PROXY, &["stack-edge", "reload"]).await?;
     if code != 0 {
         bail!(
@@ -395,7 +428,7 @@ async fn workers(engine: &Engine) -> anyhow::Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{images::ImageSet, state::Secrets};
+    use crate::{config::StackConfig, images::ImageSet, state::Secrets};
 
     fn specs(app: App, instances: u32) -> AppSpecs {
         let mut config = StackConfig::default();
@@ -452,10 +485,7 @@ mod tests {
         let routed = App::Auth.instance_names(2);
         for replace in [Replace::Stopped, Replace::Changed] {
             let steps = plan(App::Auth, &specs(App::Auth, 3), &current, &routed, replace);
-            assert_eq!(
-                lines(&steps),
-                ["route auth to app_a1, app_a2, app_a3 (nginx -t, reload)"]
-            );
+            assert_eq!(lines(&steps), ["route auth to app_a1, app_a2, app_a3"]);
         }
         let steps = plan(
             App::Auth,
@@ -464,14 +494,11 @@ mod tests {
             &routed,
             Replace::Stopped,
         );
-        // Unrouted already, but a stop always follows a route: its reload also waits for
-        // nginx's old workers.
+        // Unrouted already, but a stop always follows a route: the edge is told again, in
+        // case the routes file and nginx disagree.
         assert_eq!(
             lines(&steps),
-            [
-                "route auth to app_a1, app_a2 (nginx -t, reload)",
-                "drain and remove app_a3"
-            ]
+            ["route auth to app_a1, app_a2", "drain and remove app_a3"]
         );
     }
 
@@ -491,7 +518,7 @@ mod tests {
             lines(&steps),
             [
                 "start app_a3, wait until healthy",
-                "route auth to app_a1, app_a2, app_a3 (nginx -t, reload)",
+                "route auth to app_a1, app_a2, app_a3",
             ]
         );
     }
@@ -507,7 +534,7 @@ mod tests {
         assert_eq!(
             lines(&steps),
             [
-                "route payments to app_b1 (nginx -t, reload)",
+                "route payments to app_b1",
                 "drain and remove app_b3, app_b2",
             ]
         );
@@ -536,10 +563,10 @@ mod tests {
             lines(&steps),
             [
                 "start app_a2, wait until healthy",
-                "route auth to app_a2 (nginx -t, reload)",
+                "route auth to app_a2",
                 "drain and remove app_a1",
                 "start app_a1, wait until healthy",
-                "route auth to app_a1 (nginx -t, reload)",
+                "route auth to app_a1",
                 "drain and remove app_a2",
             ]
         );
@@ -563,13 +590,13 @@ mod tests {
             lines(&steps),
             [
                 "start app_b3, wait until healthy",
-                "route payments to app_b2, app_b3 (nginx -t, reload)",
+                "route payments to app_b2, app_b3",
                 "drain and remove app_b1",
                 "start app_b1, wait until healthy",
-                "route payments to app_b1, app_b3 (nginx -t, reload)",
+                "route payments to app_b1, app_b3",
                 "drain and remove app_b2",
                 "start app_b2, wait until healthy",
-                "route payments to app_b1, app_b2 (nginx -t, reload)",
+                "route payments to app_b1, app_b2",
                 "drain and remove app_b3",
             ]
         );

@@ -76,6 +76,14 @@ impl App {
         }
     }
 
+    /// The port its instances listen on.
+    pub fn port(self) -> u16 {
+        match self {
+            Self::Auth => 3000,
+            Self::Payments => 4000,
+        }
+    }
+
     /// The container name of instance `n` (from 1): `app_a1`, `app_b3`.
     pub fn instance_name(self, n: u32) -> String {
         format!("{}{n}", self.prefix())
@@ -405,10 +413,7 @@ fn app(
     mut env: Vec<String>,
     limits: Limits,
 ) -> Spec {
-    let port = match app {
-        App::Auth => 3000,
-        App::Payments => 4000,
-    };
+    let port = app.port();
     env.push("RUST_LOG=info".to_owned());
     let mut aliases = vec![name.to_owned()];
     if app == App::Auth {

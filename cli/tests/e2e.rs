@@ -558,13 +558,17 @@ struct Load {
 }
 
 impl Load {
-    fn start(stack: &Stack, token: &str, reference: &str) -> Self {
+    /// `connection`: `close` (a connection per request) or `keep-alive` (reused connections).
+    /// Two loads at once need different `instance`s (0, 1): they register different users.
+    fn start(stack: &Stack, token: &str, reference: &str, connection: &str, instance: u8) -> Self {
         let child = Command::new("wrk")
             .args(["-t2", "-c4", "-d30m", "--timeout", "10s", "-s"])
             .arg(source_dir().join("setup/load.lua"))
             .arg(format!("https://localhost:{}", stack.https_port))
             .env("LOAD_TOKEN", token)
             .env("LOAD_REFERENCE", reference)
+            .env("LOAD_CONNECTION", connection)
+            .env("LOAD_INSTANCE", instance.to_string())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -597,6 +601,104 @@ impl Load {
     }
 }
 
+/// What h2load runs counted, summed.
+#[derive(Debug, Default)]
+struct H2Counts {
+    runs: u64,
+    requests: u64,
+    succeeded: u64,
+    failed: u64,
+    errored: u64,
+    timeout: u64,
+    status_2xx: u64,
+    status_4xx: u64,
+    status_5xx: u64,
+}
+
+/// h2load, an HTTP/2 client, paced, in back-to-back runs of 5 s (each holds its connections
+/// open throughout) until [`H2Load::finish`]: reads, or payment creations with `body`.
+struct H2Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<H2Counts>,
+}
+
+impl H2Load {
+    fn start(stack: &Stack, token: &str, paths: &[String], body: Option<&Path>) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut args: Vec<String> = ["--rps", "20", "-c", "2", "-m", "1", "-D", "5"]
+            .map(str::to_owned)
+            .to_vec();
+        args.extend(["-H".to_owned(), format!("authorization: Bearer {token}")]);
+        if let Some(body) = body {
+            args.extend(["-H".to_owned(), "content-type: application/json".to_owned()]);
+            args.extend(["-d".to_owned(), body.display().to_string()]);
+        }
+        let base = format!("https://localhost:{}", stack.https_port);
+        args.extend(paths.iter().map(|p| format!("{base}{p}")));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut counts = H2Counts::default();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let out = Command::new("h2load")
+                        .args(&args)
+                        .output()
+                        .expect("h2load is installed by setup/setup.sh");
+                    let text = String::from_utf8_lossy(&out.stdout);
+                    assert!(
+                        text.contains("Application protocol: h2"),
+                        "an HTTP/2 run:\n{text}"
+                    );
+                    let numbers = |prefix: &str| -> Vec<u64> {
+                        let line = text
+                            .lines()
+                            .find(|l| l.starts_with(prefix))
+                            .unwrap_or_else(|| panic!("no {prefix:?} in:\n{text}"));
+                        line[prefix.len()..]
+                            .split(',')
+                            .filter_map(|f| f.split_whitespace().next()?.parse().ok())
+                            .collect()
+                    };
+                    // total, started, done, succeeded, failed, errored, timeout
+                    let requests = numbers("requests: ");
+                    // 2xx, 3xx, 4xx, 5xx
+                    let statuses = numbers("status codes: ");
+                    counts.runs += 1;
+                    counts.requests += requests[2];
+                    counts.succeeded += requests[3];
+                    counts.failed += requests[4];
+                    counts.errored += requests[5];
+                    counts.timeout += requests[6];
+                    counts.status_2xx += statuses[0];
+                    counts.status_4xx += statuses[2];
+                    counts.status_5xx += statuses[3];
+                }
+                counts
+            }
+        });
+        Self { stop, thread }
+    }
+
+    fn finish(self) -> H2Counts {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let counts = self.thread.join().unwrap();
+        eprintln!("h2load: {counts:?}");
+        counts
+    }
+}
+
+/// No request of a load failed: every one answered 2xx.
+fn assert_all_served(counters: &std::collections::BTreeMap<String, u64>) {
+    assert!(
+        counters["requests"] > 500,
+        "a steady load ran: {counters:?}"
+    );
+    for key in ["failed", "connect", "read", "write", "timeout"] {
+        assert_eq!(counters[key], 0, "{key}: {counters:?}");
+    }
+    assert_eq!(counters["ok"], counters["requests"], "{counters:?}");
+}
+
 /// The instance names that answered `n` health checks of a service through the edge.
 fn answering(stack: &Stack, service: &str, n: usize) -> BTreeSet<String> {
     (0..n)
@@ -620,20 +722,15 @@ fn running(stack: &Stack, prefix: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The instances the rendered upstream of a service lists.
-fn upstream(stack: &Stack, service: &str) -> BTreeSet<String> {
-    let site = std::fs::read_to_string(stack.path().join(".stackctl/nginx/stack.conf")).unwrap();
-    let block = site
-        .split(&format!("upstream {service} {{"))
-        .nth(1)
-        .unwrap()
-        .split('}')
-        .next()
-        .unwrap();
-    block
+/// The instances the routes file gives a service (`auth`, `payments`).
+fn routed(stack: &Stack, service: &str) -> BTreeSet<String> {
+    let routes = std::fs::read_to_string(stack.path().join(".stackctl/nginx/routes")).unwrap();
+    routes
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("server "))
-        .filter_map(|l| l.split(':').next())
+        .find_map(|l| l.strip_prefix(&format!("{service} ")))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|entry| entry.split(':').next())
         .map(str::to_owned)
         .collect()
 }
@@ -700,7 +797,27 @@ fn scale_and_rolling_replacement_fail_no_request() {
     );
     assert_eq!(running(&stack, "app_a"), set(&["app_a1", "app_a2"]));
 
-    let load = Load::start(&stack, &token, &reference);
+    // Three kinds of client at once: a connection per request, reused HTTP/1.1 connections,
+    // and HTTP/2.
+    let load = Load::start(&stack, &token, &reference, "close", 0);
+    let kept_alive = Load::start(&stack, &token, &reference, "keep-alive", 1);
+    let reads = H2Load::start(
+        &stack,
+        &token,
+        &[
+            format!("/b/payments/{reference}"),
+            "/a/health".to_owned(),
+            "/b/payments?limit=5".to_owned(),
+        ],
+        None,
+    );
+    let body = stack.path().join("payment.json");
+    std::fs::write(
+        &body,
+        r#"{"amount":"3.00","currency":"KES","paymentMethod":"MOBILE_MONEY","customerPhone":"+254712345678"}"#,
+    )
+    .unwrap();
+    let writes = H2Load::start(&stack, &token, &["/b/payments".to_owned()], Some(&body));
     std::thread::sleep(std::time::Duration::from_secs(2));
 
     stack.ok(&["scale", "auth", "3"]);
@@ -708,53 +825,22 @@ fn scale_and_rolling_replacement_fail_no_request() {
         running(&stack, "app_a"),
         set(&["app_a1", "app_a2", "app_a3"])
     );
-    assert_eq!(upstream(&stack, "service_a"), running(&stack, "app_a"));
+    assert_eq!(routed(&stack, "auth"), running(&stack, "app_a"));
     assert!(
         answering(&stack, "service_a", 12).contains("app_a3"),
         "the new instance serves"
     );
 
-    // A template nginx rejects: the old configuration keeps serving, the new instance goes.
-    let site_before =
-        std::fs::read_to_string(stack.path().join(".stackctl/nginx/stack.conf")).unwrap();
-    let broken = std::fs::read_to_string(source_dir().join("templates/nginx/site.conf.j2"))
-        .unwrap()
-        .replace("keepalive 32;", "keepalive 32;\n    no_such_directive on;");
-    std::fs::write(stack.path().join("broken.j2"), broken).unwrap();
-    let out = stack.run_with(
-        &["scale", "auth", "4"],
-        &[("STACKCTL_NGINX_SITE_TEMPLATE", "broken.j2")],
-    );
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("nginx rejected") && stderr.contains("no_such_directive"),
-        "{stderr}"
-    );
-    assert_eq!(
-        running(&stack, "app_a"),
-        set(&["app_a1", "app_a2", "app_a3"]),
-        "app_a4 removed"
-    );
-    assert_eq!(
-        std::fs::read_to_string(stack.path().join(".stackctl/nginx/stack.conf")).unwrap(),
-        site_before
-    );
-    assert_eq!(
-        answering(&stack, "service_a", 12),
-        set(&["app_a1", "app_a2", "app_a3"])
-    );
-
     stack.ok(&["scale", "auth", "1"]);
     assert_eq!(running(&stack, "app_a"), set(&["app_a1"]));
-    assert_eq!(upstream(&stack, "service_a"), set(&["app_a1"]));
+    assert_eq!(routed(&stack, "auth"), set(&["app_a1"]));
     assert_eq!(
         answering(&stack, "service_a", 8),
         set(&["app_a1"]),
         "removed instances get none"
     );
     stack.ok(&["scale", "auth", "2"]);
-    assert_eq!(upstream(&stack, "service_a"), set(&["app_a1", "app_a2"]));
+    assert_eq!(routed(&stack, "auth"), set(&["app_a1", "app_a2"]));
 
     stack.ok(&["scale", "payments", "1"]);
     assert_eq!(running(&stack, "app_b"), set(&["app_b1"]));
@@ -763,7 +849,7 @@ fn scale_and_rolling_replacement_fail_no_request() {
         running(&stack, "app_b"),
         set(&["app_b1", "app_b2", "app_b3"])
     );
-    assert_eq!(upstream(&stack, "service_b"), running(&stack, "app_b"));
+    assert_eq!(routed(&stack, "payments"), running(&stack, "app_b"));
 
     // Rolling replacement: every instance is a new container, the count is unchanged.
     let before = ids(&stack);
@@ -784,23 +870,44 @@ fn scale_and_rolling_replacement_fail_no_request() {
         set(&["app_b1", "app_b2", "app_b3"])
     );
 
-    // A later `up` keeps the scaled counts.
+    // A later `up` keeps the scaled counts, and changes no route.
     stack.ok(&["up"]);
     assert_eq!(
         running(&stack, "app_b"),
         set(&["app_b1", "app_b2", "app_b3"])
     );
 
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    let counters = load.finish();
+    // A site nginx rejects: `up` fails, the old configuration keeps serving and nothing changes.
+    let site_path = stack.path().join(".stackctl/nginx/stack.conf");
+    let site_before = std::fs::read_to_string(&site_path).unwrap();
+    let broken = std::fs::read_to_string(source_dir().join("templates/nginx/site.conf.j2"))
+        .unwrap()
+        .replace("keepalive 32;", "keepalive 32;\n    no_such_directive on;");
+    std::fs::write(stack.path().join("broken.j2"), broken).unwrap();
+    let out = stack.run_with(&["up"], &[("STACKCTL_NGINX_SITE_TEMPLATE", "broken.j2")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        counters["requests"] > 500,
-        "a steady load ran: {counters:?}"
+        stderr.contains("nginx rejected") && stderr.contains("no_such_directive"),
+        "{stderr}"
     );
-    for key in ["failed", "connect", "read", "write", "timeout"] {
-        assert_eq!(counters[key], 0, "{key}: {counters:?}");
+    assert_eq!(std::fs::read_to_string(&site_path).unwrap(), site_before);
+    assert_eq!(
+        answering(&stack, "service_a", 12),
+        set(&["app_a1", "app_a2"])
+    );
+
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (one_per_request, reused) = (load.finish(), kept_alive.finish());
+    let h2_counts = [reads.finish(), writes.finish()];
+    assert_all_served(&one_per_request);
+    assert_all_served(&reused);
+    for h2 in h2_counts {
+        assert!(h2.runs >= 10 && h2.requests > 1000, "{h2:?}");
+        assert_eq!((h2.failed, h2.errored, h2.timeout), (0, 0, 0), "{h2:?}");
+        assert_eq!(h2.succeeded, h2.requests, "{h2:?}");
+        assert_eq!(h2.status_2xx, h2.requests, "{h2:?}");
     }
-    assert_eq!(counters["ok"], counters["requests"], "{counters:?}");
 }
 
 /// `psql -Atc` in a database container.
@@ -1062,7 +1169,7 @@ fn backup_and_restore_round_trip() {
     assert_eq!(backup_files(&backups).len(), 4);
 
     // A backup taken while a writer inserts restores to a consistent state.
-    let load = Load::start(&stack, &token, &kept);
+    let load = Load::start(&stack, &token, &kept, "close", 0);
     std::thread::sleep(std::time::Duration::from_secs(3));
     let before = backup_files(&backups);
     stack.ok(&["backup", "payments"]);

@@ -9,6 +9,7 @@ use crate::{
     backup::{self, Backup, Kind, Replayed},
     database,
     docker::{Engine, Health},
+    nginx,
     rollout::{self, Rollout, Step},
     stack::{self, App, STOP_GRACE},
 };
@@ -96,13 +97,9 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         .filter(|i| i.running)
         .map(|i| i.name)
         .collect();
-    let mut rollout = Rollout::new(
-        &engine,
-        &config,
-        ctx.base_dir(),
-        ctx.state.path("nginx/stack.conf"),
-        &ctx.ui,
-    )?;
+    let routes_path = ctx.state.path(nginx::ROUTES_FILE);
+    let routed = rollout::routed_now(&routes_path)?;
+    let mut rollout = Rollout::new(&engine, routes_path, routed, &ctx.ui);
     let transaction = Mutex::new(None);
     let replace = async {
         rollout.run(vec![Step::Route(app, Vec::new())]).await?;

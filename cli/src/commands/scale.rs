@@ -3,7 +3,7 @@
 use crate::{
     config::{MAX_INSTANCES, StackConfig},
     docker::{Engine, Health},
-    images,
+    images, nginx,
     rollout::{self, Replace, Rollout},
     stack::{App, PROXY, Plan},
 };
@@ -90,7 +90,8 @@ pub(super) async fn change(
     })?;
     let plan = Plan::new(config, &images, &secrets, ctx.state.root())?;
     let current = rollout::instances(engine, &config.project, app).await?;
-    let routed = rollout::routed(&ctx.state.path("nginx/stack.conf"))?;
+    let routes_path = ctx.state.path(nginx::ROUTES_FILE);
+    let routed = rollout::routed_now(&routes_path)?;
     let steps = rollout::plan(app, plan.app(app), &current, routed.of(app), replace);
     if steps.is_empty() {
         ctx.ui.step(&format!(
@@ -106,12 +107,6 @@ pub(super) async fn change(
         }
         return Ok(());
     }
-    let mut rollout = Rollout::new(
-        engine,
-        config,
-        ctx.base_dir(),
-        ctx.state.path("nginx/stack.conf"),
-        &ctx.ui,
-    )?;
+    let mut rollout = Rollout::new(engine, routes_path, routed, &ctx.ui);
     rollout.run(steps).await
 }

@@ -1,6 +1,6 @@
 //! `stackctl up`: builds what is missing and makes the engine run the configured stack.
 
-use std::net::TcpListener;
+use std::{net::TcpListener, path::PathBuf};
 
 use anyhow::Context;
 
@@ -53,15 +53,13 @@ pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
             .await?;
     }
     let plan = Plan::new(&config, &images, &secrets, ctx.state.root())?;
-    let site = nginx::render_site(
-        &nginx::template(&config, ctx.base_dir())?,
-        &config,
-        &nginx::Routes {
-            auth: App::Auth.instance_names(config.services.auth.instances),
-            payments: App::Payments.instance_names(config.services.payments.instances),
-        },
-    )?;
-    let site_path = ctx.state.path("nginx/stack.conf");
+    let edge = Edge {
+        spec: &plan.edge,
+        site: nginx::render_site(&nginx::template(&config, ctx.base_dir())?, &config)?,
+        site_path: ctx.state.path(nginx::SITE_FILE),
+        routes_path: ctx.state.path(nginx::ROUTES_FILE),
+        cert_renewed: cert.renewed,
+    };
 
     reconcile_group(&engine, &config, &plan.databases, ui).await?;
     // The services connect as roles of their own, not as the clusters' superusers.
@@ -72,17 +70,22 @@ pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     }
     // With the edge serving, instances change one at a time behind it, so an update fails no
     // request; without it there is nothing to keep serving and they start together.
-    let edge_serving = engine.health(PROXY).await? != Health::Down;
-    if edge_serving {
-        let mut rollout = Rollout::new(&engine, &config, ctx.base_dir(), site_path.clone(), ui)?;
+    if engine.health(PROXY).await? != Health::Down {
+        // The edge first, routing to what serves now: a new edge (an older one routed by
+        // reloads) must take the routes the instances' changes make.
+        let routed = match rollout::routed(&edge.routes_path)? {
+            Some(routes) => routes,
+            None => running_routes(&engine, &config.project).await?,
+        };
+        edge.update(&engine, &config, &routed, ui).await?;
+        let mut rollout = Rollout::new(&engine, edge.routes_path.clone(), routed, ui);
         for app in App::ALL {
             let current = rollout::instances(&engine, &config.project, app).await?;
-            let routed = rollout::routed(&site_path)?;
             let steps = rollout::plan(
                 app,
                 plan.app(app),
                 &current,
-                routed.of(app),
+                rollout.routed().of(app),
                 Replace::Changed,
             );
             rollout.run(steps).await?;
@@ -91,18 +94,11 @@ pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         for app in App::ALL {
             reconcile_group(&engine, &config, &plan.app(app).wanted(), ui).await?;
         }
-    }
-
-    if stack::is_current(&engine, &plan.edge).await? {
-        let site_changed =
-            std::fs::read_to_string(&site_path).ok().as_deref() != Some(site.as_str());
-        if site_changed || cert.renewed {
-            rollout::apply_site(&engine, &site_path, &site, ui).await?;
-            ui.step("nginx configuration reloaded");
-        }
-    } else {
-        write_with_mode(&site_path, site.as_bytes(), 0o644)?;
-        reconcile_group(&engine, &config, std::slice::from_ref(&plan.edge), ui).await?;
+        let routes = nginx::Routes {
+            auth: App::Auth.instance_names(config.services.auth.instances),
+            payments: App::Payments.instance_names(config.services.payments.instances),
+        };
+        edge.update(&engine, &config, &routes, ui).await?;
     }
 
     // Whatever the plan no longer has goes, now that nothing routes to it.
@@ -118,6 +114,55 @@ pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     print_urls(&config);
     ui.done();
     Ok(())
+}
+
+/// The edge as `up` makes it.
+struct Edge<'a> {
+    spec: &'a Spec,
+    site: String,
+    site_path: PathBuf,
+    routes_path: PathBuf,
+    cert_renewed: bool,
+}
+
+impl Edge<'_> {
+    /// Brings the edge in line: created or recreated when its settings changed (starting with
+    /// `routes`), reloaded when only the site or the certificate did, else left alone.
+    async fn update(
+        &self,
+        engine: &Engine,
+        config: &StackConfig,
+        routes: &nginx::Routes,
+        ui: &Ui,
+    ) -> anyhow::Result<()> {
+        if stack::is_current(engine, self.spec).await? {
+            let site_changed = std::fs::read_to_string(&self.site_path).ok().as_deref()
+                != Some(self.site.as_str());
+            if site_changed || self.cert_renewed {
+                rollout::apply_site(engine, &self.site_path, &self.site, ui).await?;
+                ui.step("nginx configuration reloaded");
+            }
+            return rollout::apply_routes(engine, &self.routes_path, routes).await;
+        }
+        write_with_mode(&self.site_path, self.site.as_bytes(), 0o644)?;
+        write_with_mode(&self.routes_path, routes.render().as_bytes(), 0o644)?;
+        reconcile_group(engine, config, std::slice::from_ref(self.spec), ui).await
+    }
+}
+
+/// The running instances of each service: what an edge that kept no routes file served.
+async fn running_routes(engine: &Engine, project: &str) -> anyhow::Result<nginx::Routes> {
+    let mut routes = nginx::Routes::default();
+    for app in App::ALL {
+        let names = rollout::instances(engine, project, app)
+            .await?
+            .into_iter()
+            .filter(|i| i.running)
+            .map(|i| i.name)
+            .collect();
+        routes.set(app, names);
+    }
+    Ok(routes)
 }
 
 /// Reconciles containers that do not depend on each other together, then waits for them.
