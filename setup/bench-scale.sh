@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Figures of `stackctl scale` and `stackctl restart` under a steady mixed load through the TLS
-# edge (setup/load.lua: reads and writes of both services): the wall time of each step and the
-# requests served and failed while it ran (failed must be 0). As the same run's reference, the
-# by-hand way: `docker restart` of each payment instance in turn, with no drain and no health gate.
+# edge (setup/load.lua: reads and writes of both services) from two kinds of client at once, one
+# opening a connection per request and one reusing its HTTP/1.1 connections: the wall time of
+# each step and the requests served and failed while it ran (failed must be 0). As the same
+# run's references: the by-hand way, `docker restart` of each payment instance in turn with no
+# drain and no health gate; and ten nginx reloads (the way routes changed before they moved out
+# of nginx's configuration), which cost the keep-alive client requests.
 # Uses project "bench-scale" on ports 29080, 29443, 29432, 29433 and removes it at the end.
 #   setup/bench-scale.sh          BENCH_DELAY_MS=10 setup/bench-scale.sh   (a heavier load)
 set -euo pipefail
@@ -17,30 +20,40 @@ LOAD_REFERENCE=$(api "$edge/b/payments" -H "Authorization: Bearer $LOAD_TOKEN" \
   sed -E 's/.*"reference":"([^"]+)".*/\1/')
 
 rows=()
-# step NAME COMMAND...: runs the command under load; records seconds, requests, failures.
+# failures OUT: the requests of a finished wrk run that did not get a 2xx (errors included).
+failures() {
+  local line
+  line=$(grep '^LOAD ' "$1") || { cat "$1" >&2; return 1; }
+  awk '{ n = 0; for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] != "ok") n += kv[2] } print n }' <<<"$line"
+}
+requests() { sed -nE 's/^LOAD requests=([0-9]+).*/\1/p' "$1"; }
+
+# step NAME COMMAND...: runs the command under both loads; records seconds, requests, failures.
 step() {
   local name=$1
   shift
-  wrk -t2 -c4 -d30m --timeout 10s -s "$repo/setup/load.lua" "$edge" >"$work/wrk.out" 2>"$work/wrk.err" &
-  local wrk_pid=$!
+  LOAD_CONNECTION=close LOAD_INSTANCE=0 wrk -t2 -c4 -d30m --timeout 10s -s "$repo/setup/load.lua" \
+    "$edge" >"$work/close.out" 2>&1 &
+  local close_pid=$!
+  LOAD_CONNECTION=keep-alive LOAD_INSTANCE=1 wrk -t2 -c4 -d30m --timeout 10s \
+    -s "$repo/setup/load.lua" "$edge" >"$work/kept.out" 2>&1 &
+  local kept_pid=$!
   sleep 1
   local start end
   start=$(date +%s.%N)
-  "$@" >"$work/step.out" 2>&1 || { cat "$work/step.out" >&2; kill -INT $wrk_pid; return 1; }
+  "$@" >"$work/step.out" 2>&1 || { cat "$work/step.out" >&2; kill -INT $close_pid $kept_pid; return 1; }
   end=$(date +%s.%N)
   sleep 1
-  kill -INT $wrk_pid
-  wait $wrk_pid || true
-  local line
-  line=$(grep '^LOAD ' "$work/wrk.out") || { cat "$work/wrk.out" "$work/wrk.err" >&2; return 1; }
-  local requests failed
-  requests=$(sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$line")
-  failed=$(awk '{ n = 0; for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] != "ok") n += kv[2] } print n }' <<<"$line")
-  rows+=("$(printf '| %s | %s | %s | %s |' "$name" "$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.1f", e - s }')" "$requests" "$failed")")
+  kill -INT $close_pid $kept_pid
+  wait $close_pid $kept_pid || true
+  rows+=("$(printf '| %s | %s | %s | %s | %s | %s |' "$name" \
+    "$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.1f", e - s }')" \
+    "$(requests "$work/close.out")" "$(failures "$work/close.out")" \
+    "$(requests "$work/kept.out")" "$(failures "$work/kept.out")")")
   printf '  %-40s %s\n' "$name" "${rows[-1]}" >&2
 }
 
-echo "==> steps under load (wrk -t2 -c4, ${LOAD_DELAY_MS} ms between requests of a connection)" >&2
+echo "==> steps under load (2 × wrk -t2 -c4, ${LOAD_DELAY_MS} ms between requests of a connection)" >&2
 step "scale auth 2 → 3" "$ctl" -q scale auth 3
 step "scale auth 3 → 1" "$ctl" -q scale auth 1
 step "scale auth 1 → 2" "$ctl" -q scale auth 2
@@ -51,10 +64,12 @@ step "restart auth (rolling, 2 instances)" "$ctl" -q restart auth
 step "restart payments (rolling, 2 instances)" "$ctl" -q restart payments
 by_hand() { docker restart app_b1 >/dev/null && sleep 5 && docker restart app_b2 >/dev/null && sleep 5; }
 step "reference: docker restart app_b1, app_b2 by hand" by_hand
+reloads() { for _ in $(seq 10); do docker exec nginx-proxy stack-edge reload && sleep 0.5; done; }
+step "reference: 10 nginx reloads, 0.5 s apart" reloads
 
 echo
 echo "## Scale and rolling replacement under load ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores)"
 echo
-echo "| step | seconds | requests | failed |"
-echo "|---|---|---|---|"
+echo "| step | seconds | requests (a connection each) | failed | requests (keep-alive) | failed |"
+echo "|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"

@@ -21,4 +21,5 @@ else
   # --include-ignored: the end-to-end test of stackctl against the Docker engine too.
   echo "==> cargo test --workspace (with the Docker end-to-end test)" >&2
   cargo test --workspace --locked -- --include-ignored
+  bash setup/fuzz-api.sh
 fi

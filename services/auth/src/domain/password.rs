@@ -27,6 +27,23 @@ impl Password {
     }
 }
 
+/// The OpenAPI schema of what [`Password::parse`] accepts. JSON Schema counts characters, not
+/// bytes, so the rule is a custom format, `bcrypt-password` (8 to 72 bytes of UTF-8); the length
+/// bounds are those the bytes imply (a character is 1 to 4 bytes).
+pub fn schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::{ObjectBuilder, SchemaFormat, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::Custom("bcrypt-password".to_owned())))
+        .min_length(Some(MIN_BYTES.div_ceil(4)))
+        .max_length(Some(MAX_BYTES))
+        .description(Some(format!(
+            "{MIN_BYTES} to {MAX_BYTES} bytes of UTF-8 (bcrypt's limit: longer is refused, \
+             never truncated)."
+        )))
+        .build()
+}
+
 impl std::fmt::Debug for Password {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Password(***)")

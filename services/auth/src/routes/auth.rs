@@ -30,27 +30,19 @@ type ApiResult = Result<Response, ApiError>;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegisterRequest {
     /// Stored trimmed and lower-cased; unique.
-    #[schema(value_type = String, required = true, example = "alice@example.com")]
+    #[schema(schema_with = svc_common::contact::email_schema, required = true)]
     email: Option<String>,
     /// International format; stored as E.164; unique.
-    #[schema(value_type = String, required = true, example = "+256772123456")]
+    #[schema(schema_with = svc_common::contact::phone_schema, required = true)]
     phone: Option<String>,
-    /// 8 to 72 bytes (UTF-8).
-    #[schema(
-        value_type = String,
-        required = true,
-        format = Password,
-        min_length = 8,
-        max_length = 72
-    )]
+    #[schema(schema_with = crate::domain::password::schema, required = true)]
     password: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoginRequest {
-    /// E-mail address, or phone number in international format (`+<country><number>`).
-    #[schema(value_type = String, required = true, example = "alice@example.com")]
+    #[schema(schema_with = svc_common::contact::email_or_phone_schema, required = true)]
     identifier: Option<String>,
     #[schema(value_type = String, required = true, format = Password, pattern = "\\S")]
     password: Option<String>,

@@ -4,7 +4,7 @@ mod money;
 mod payment;
 mod reference;
 
-pub use money::{Amount, Currency};
+pub use money::{Amount, Currency, MAX_WHOLE};
 pub use payment::{PaymentMethod, PaymentState};
 pub use reference::new_reference;
 pub use svc_common::contact::{Email, Phone};

@@ -73,6 +73,8 @@ impl fmt::Display for Currency {
 
 /// Largest accepted amount in major units: well inside NUMERIC(20, 2).
 const MAX_WHOLE_DIGITS: usize = 15;
+/// The largest whole amount, `10^MAX_WHOLE_DIGITS - 1`.
+pub const MAX_WHOLE: u64 = 999_999_999_999_999;
 
 /// A positive amount with no more decimals than its currency allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +119,31 @@ impl Amount {
         Ok(Self(value.normalize()))
     }
 
+    /// A regular expression (ECMA-262, as JSON Schema has them) for exactly the decimal texts
+    /// [`Amount::parse`] accepts for a currency with `decimals` digits after the point.
+    pub fn pattern(decimals: u32) -> String {
+        let n = decimals as usize;
+        let whole = format!("0*[1-9][0-9]{{0,{}}}", MAX_WHOLE_DIGITS - 1);
+        // After the point: up to `decimals` digits that count, then zeros only.
+        let fraction = if n == 0 {
+            r"(\.0+)?".to_owned()
+        } else {
+            format!(r"(\.[0-9]{{1,{n}}}0*)?")
+        };
+        let mut alternatives = vec![format!("{whole}{fraction}")];
+        if n > 0 {
+            // Below one: a digit that is not zero among the first `decimals`.
+            let small: Vec<String> = (0..n)
+                .map(|zeros| match n - 1 - zeros {
+                    0 => format!("{}[1-9]", "0".repeat(zeros)),
+                    more => format!("{}[1-9][0-9]{{0,{more}}}", "0".repeat(zeros)),
+                })
+                .collect();
+            alternatives.push(format!(r"0+\.(?:{})0*", small.join("|")));
+        }
+        format!("^(?:{})$", alternatives.join("|"))
+    }
+
     pub fn from_decimal(value: Decimal) -> Self {
         Self(value)
     }
@@ -158,6 +185,57 @@ mod tests {
             let amount = Amount::parse_json(&raw(json), Some(currency)).unwrap();
             assert_eq!(amount.display(currency), shown, "{json}");
         }
+    }
+
+    #[test]
+    fn the_pattern_accepts_exactly_what_parse_accepts() {
+        let texts = [
+            "1",
+            "12",
+            "012",
+            "12.",
+            ".5",
+            "0",
+            "00",
+            "0.0",
+            "0.5",
+            "0.05",
+            "0.005",
+            "0.50",
+            "00.010",
+            "12.3",
+            "12.30",
+            "12.345",
+            "12.3400",
+            "100.0",
+            "100.00",
+            "1e2",
+            "-1",
+            "+1",
+            " 1",
+            "1 ",
+            "1_000",
+            "1,5",
+            "999999999999999",
+            "0999999999999999",
+            "1000000000000000",
+            "999999999999999.99",
+            "١٢",
+        ];
+        for currency in Currency::ALL {
+            let pattern = regex::Regex::new(&Amount::pattern(currency.decimals())).unwrap();
+            for text in texts {
+                assert_eq!(
+                    pattern.is_match(text),
+                    Amount::parse(text, Some(currency)).is_ok(),
+                    "{text:?} in {currency}"
+                );
+            }
+        }
+        assert_eq!(
+            Amount::pattern(2),
+            r"^(?:0*[1-9][0-9]{0,14}(\.[0-9]{1,2}0*)?|0+\.(?:[1-9][0-9]{0,1}|0[1-9])0*)$"
+        );
     }
 
     #[test]

@@ -84,5 +84,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
         .split_for_parts();
     svc_common::docs::add_common_responses(&mut spec);
+    payments::document_amount_rules(&mut spec);
     svc_common::http::finish(router.merge(svc_common::docs::router(spec)))
 }

@@ -26,7 +26,9 @@ use crate::{
         payments::{NewPayment, Payment},
         transactions::Transaction,
     },
-    domain::{Amount, Currency, Email, PaymentMethod, PaymentState, Phone, new_reference},
+    domain::{
+        Amount, Currency, Email, MAX_WHOLE, PaymentMethod, PaymentState, Phone, new_reference,
+    },
     error::ApiError,
     transition::{self, Change},
 };
@@ -36,6 +38,59 @@ type ApiResult = Result<Response, ApiError>;
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const MAX_DESCRIPTION: usize = 500;
 const MAX_REASON: usize = 500;
+
+/// The amount's rules follow the currency (API.md): the document says so with one branch per
+/// number of decimals, so that a client or a fuzzer made from it sends only what is accepted.
+/// (A JSON number with decimals is accepted too; JSON Schema cannot say "no more decimals than"
+/// of a binary number, so the document offers whole numbers and decimal strings.)
+pub fn document_amount_rules(spec: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{
+        ObjectBuilder, Schema, Type,
+        schema::{AllOfBuilder, AnyOfBuilder, OneOfBuilder},
+    };
+    let Some(schemas) = spec.components.as_mut().map(|c| &mut c.schemas) else {
+        return;
+    };
+    let Some(base) = schemas.remove("CreatePaymentRequest") else {
+        return;
+    };
+    let mut by_decimals: std::collections::BTreeMap<u32, Vec<&str>> = Default::default();
+    for currency in Currency::ALL {
+        by_decimals
+            .entry(currency.decimals())
+            .or_default()
+            .push(currency.code());
+    }
+    let mut branches = OneOfBuilder::new();
+    for (decimals, codes) in by_decimals {
+        let amount = AnyOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(Amount::pattern(decimals))),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1))
+                    .maximum(Some(MAX_WHOLE)),
+            );
+        branches = branches.item(
+            ObjectBuilder::new()
+                .property(
+                    "currency",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(codes)),
+                )
+                .property("amount", amount),
+        );
+    }
+    schemas.insert(
+        "CreatePaymentRequest".to_owned(),
+        Schema::AllOf(AllOfBuilder::new().item(base).item(branches).build()).into(),
+    );
+}
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -59,8 +114,9 @@ pub struct CreatePaymentRequest {
         pattern = "^(MOBILE_MONEY|CARD|BANK_TRANSFER)$"
     )]
     payment_method: Option<String>,
-    #[schema(value_type = String, required = true, example = "+256772123456")]
+    #[schema(schema_with = svc_common::contact::phone_schema, required = true)]
     customer_phone: Option<String>,
+    #[schema(schema_with = svc_common::contact::optional_email_schema)]
     customer_email: Option<String>,
     /// At most 500 characters.
     #[schema(max_length = 500)]

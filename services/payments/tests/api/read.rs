@@ -1,3 +1,4 @@
+use serde_json::json;
 use sqlx::PgPool;
 
 use crate::helpers::{TestApp, assert_error, error_fields};
@@ -104,7 +105,21 @@ async fn health_docs_and_envelope_conventions(pool: PgPool) {
     // The validators' rules are in the schemas, so a client generated from them sends nothing
     // the service refuses for its form.
     let schemas = &spec.body["components"]["schemas"];
-    let create = &schemas["CreatePaymentRequest"]["properties"];
+    let create = &schemas["CreatePaymentRequest"]["allOf"][0]["properties"];
+    // The amount's decimals follow the currency: one branch per number of decimals.
+    let by_currency = &schemas["CreatePaymentRequest"]["allOf"][1]["oneOf"];
+    assert_eq!(
+        by_currency[0]["properties"]["currency"]["enum"],
+        json!(["UGX", "RWF", "JPY"])
+    );
+    assert_eq!(
+        by_currency[0]["properties"]["amount"]["anyOf"][0]["pattern"],
+        r"^(?:0*[1-9][0-9]{0,14}(\.0+)?)$"
+    );
+    assert_eq!(
+        by_currency[1]["properties"]["currency"]["enum"],
+        json!(["USD", "EUR", "GBP", "KES", "TZS", "NGN"])
+    );
     assert_eq!(
         create["currency"]["pattern"],
         "^(UGX|RWF|JPY|USD|EUR|GBP|KES|TZS|NGN)$"
