@@ -9,6 +9,7 @@ packages=(
   nginx-light      # the benchmark's yard-stick
   wrk              # load generator for the benchmarks
   nghttp2-client   # h2load: the HTTP/2 client of the zero-failed-request tests
+  libnginx-mod-http-lua lua-cjson  # the edge's balancer, measured alone (bench-balancer.sh)
   python3-venv     # Schemathesis' own environment (setup/fuzz-api.sh)
   mmdebstrap       # builds the Debian base image on engines with no registry
   chromium         # renders the Swagger UI in the end-to-end test
