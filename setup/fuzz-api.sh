@@ -7,6 +7,7 @@
 #   setup/fuzz-api.sh [MAX_EXAMPLES]    (examples per operation and phase; default 30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo=$PWD
 examples=${1:-30}
 
 venv=${STACKCTL_FUZZ_VENV:-$HOME/.cache/stackctl/schemathesis-4.32.5}
@@ -15,15 +16,18 @@ if [[ ! -x $venv/bin/st ]]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q schemathesis==4.32.5
 fi
-echo "==> building the services (release)" >&2
-cargo build --release --locked -p auth-svc -p payment-svc >&2
+# The static build the images use (images.rs): after the end-to-end tests it is already there.
+echo "==> building the services (release, static)" >&2
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
+  --target x86_64-unknown-linux-gnu -p auth-svc -p payment-svc --bins >&2
+bin=$repo/target/x86_64-unknown-linux-gnu/release
 
 work=$(mktemp -d /tmp/stackctl-fuzz.XXXXXX)
 chmod 755 "$work"
 pids=()
 cleanup() {
   ((${#pids[@]})) && kill "${pids[@]}" 2>/dev/null
-  bash setup/test-postgres.sh stop "$work/pg" >/dev/null 2>&1 || true
+  bash "$repo/setup/test-postgres.sh" stop "$work/pg" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -45,10 +49,10 @@ payments_port=$(free_port)
 secret() { head -c 32 /dev/urandom | base64 | tr -d '/+='; }
 
 DATABASE_URL=${url%/*}/auth JWT_SECRET=$(secret)$(secret) HOST=127.0.0.1 PORT=$auth_port \
-  AUTH_TEST_MODE=true BCRYPT_COST=4 target/release/auth-svc >"$work/auth.log" 2>&1 &
+  AUTH_TEST_MODE=true BCRYPT_COST=4 "$bin/auth-svc" >"$work/auth.log" 2>&1 &
 pids+=($!)
 DATABASE_URL=${url%/*}/payments WEBHOOK_SECRET=$(secret) HOST=127.0.0.1 PORT=$payments_port \
-  AUTH_SERVICE_URL=http://127.0.0.1:$auth_port target/release/payment-svc >"$work/payments.log" 2>&1 &
+  AUTH_SERVICE_URL=http://127.0.0.1:$auth_port "$bin/payment-svc" >"$work/payments.log" 2>&1 &
 pids+=($!)
 for port in "$auth_port" "$payments_port"; do
   for _ in $(seq 100); do
@@ -64,12 +68,15 @@ token=$(api "http://127.0.0.1:$auth_port/auth/login" \
   -d '{"identifier":"fuzz@example.com","password":"fuzz-password"}' |
   sed -E 's/.*"accessToken":"([^"]+)".*/\1/')
 
+# Schemathesis and Hypothesis keep their databases in the current folder: the run's own.
+cd "$work"
+export SCHEMATHESIS_HOOKS=$repo/setup/fuzz/hooks.py
 status=0
 for service in auth:$auth_port payments:$payments_port; do
   name=${service%:*}
   port=${service#*:}
   echo "==> Schemathesis: $name ($examples examples per operation)" >&2
-  "$venv/bin/st" --config-file setup/fuzz/schemathesis.toml run \
+  "$venv/bin/st" --config-file "$repo/setup/fuzz/schemathesis.toml" run \
     "http://127.0.0.1:$port/docs/openapi.json" --url "http://127.0.0.1:$port" \
     --checks all --max-examples "$examples" -H "Authorization: Bearer $token" || status=1
 done
