@@ -17,16 +17,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port() {
-  local p
-  while :; do
-    p=$((30000 + RANDOM % 20000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-}
-front=$(port)
-back1=$(port)
-back2=$(port)
+source setup/free-port.sh
+front=$(free_port)
+back1=$(free_port)
+back2=$(free_port)
 mkdir -p "$work/lua"
 cp templates/images/nginx/stack_routes.lua "$work/lua/"
 echo "{\"auth\":[\"127.0.0.1:$back1\",\"127.0.0.1:$back2\"]}" >"$work/routes.json"

@@ -35,14 +35,7 @@ trap cleanup EXIT
 url=$(bash setup/test-postgres.sh start "$work/pg")
 psql "$url" -qc 'CREATE DATABASE auth' -c 'CREATE DATABASE payments'
 
-# A loopback port nothing answers on.
-free_port() {
-  local port
-  while :; do
-    port=$((30000 + RANDOM % 20000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
-  done
-}
+source setup/free-port.sh
 auth_port=$(free_port)
 payments_port=$(free_port)
 # Secrets of this run only, passed in the environment as the services require.
