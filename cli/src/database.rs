@@ -9,6 +9,9 @@ use crate::{docker::Engine, stack::App};
 /// `templates/sql/app-ownership.sql`, with `{role}` for the service's role.
 const OWNERSHIP: &str = include_str!("../../templates/sql/app-ownership.sql");
 
+/// The port PostgreSQL listens on inside its container.
+pub const PORT: u16 = 5432;
+
 /// One service's database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Database {

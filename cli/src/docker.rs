@@ -586,15 +586,6 @@ impl Engine {
     }
 }
 
-/// A listed container's name, without the engine's leading slash.
-pub fn container_name(c: &ContainerSummary) -> String {
-    c.names
-        .as_ref()
-        .and_then(|n| n.first())
-        .map(|n| n.trim_start_matches('/').to_owned())
-        .unwrap_or_default()
-}
-
 pub fn project_labels(project: &str) -> HashMap<String, String> {
     HashMap::from([(LABEL_PROJECT.to_owned(), project.to_owned())])
 }

@@ -12,12 +12,10 @@ use std::{
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
-use bollard::models::ContainerSummaryStateEnum;
-
 use crate::{
     config::StackConfig,
-    docker::{Engine, LABEL_SERVICE, container_name},
-    stack::Service,
+    docker::Engine,
+    stack::{self, Service},
     ui::Ui,
 };
 
@@ -61,23 +59,17 @@ impl ImageSet {
 /// The images the stack's containers run now: what `scale` and `restart` start more of, so that
 /// they never deploy new code. For a service, its lowest-numbered running instance decides.
 pub async fn running(engine: &Engine, project: &str) -> anyhow::Result<ImageSet> {
-    let mut containers = engine.containers(project).await?;
-    containers.retain(|c| c.state == Some(ContainerSummaryStateEnum::RUNNING));
+    let mut containers = stack::containers(engine, project).await?;
+    containers.retain(|c| c.running);
     containers.sort_by_key(|c| {
-        let name = container_name(c);
-        let digits = name.trim_start_matches(|ch: char| !ch.is_ascii_digit());
+        let digits = c.name.trim_start_matches(|ch: char| !ch.is_ascii_digit());
         digits.parse::<u32>().unwrap_or(0)
     });
     let image = |service: Service| -> anyhow::Result<String> {
         containers
             .iter()
-            .find(|c| {
-                c.labels
-                    .as_ref()
-                    .and_then(|l| l.get(LABEL_SERVICE))
-                    .is_some_and(|s| s == service.label())
-            })
-            .and_then(|c| c.image.clone())
+            .find(|c| c.service == Some(service))
+            .map(|c| c.image.clone())
             .with_context(|| {
                 format!(
                     "no {} container is running in stack '{project}'; start the stack with `stackctl up`",

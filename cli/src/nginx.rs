@@ -1,12 +1,22 @@
 //! The edge's site configuration, rendered from `templates/nginx/site.conf.j2`, and the routes
-//! (which instances serve each service), a file of their own that changes without a reload.
+//! (which instances serve each service), a file of their own that changes without a reload;
+//! and how the running edge takes each of them.
 
-use std::path::Path;
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use minijinja::{Environment, UndefinedBehavior, context};
 
-use crate::{config::StackConfig, stack::App};
+use crate::{
+    config::StackConfig,
+    docker::Engine,
+    stack::{App, PROXY, STOP_GRACE},
+    state::write_with_mode,
+    ui::Ui,
+};
 
 /// The site stackctl renders, under the state folder (the edge reads that `nginx` folder).
 pub const SITE_FILE: &str = "nginx/stack.conf";
@@ -114,6 +124,126 @@ pub fn render_site(template: &str, config: &StackConfig) -> anyhow::Result<Strin
             login_retry_after_secs,
         })
         .context("render nginx site template")
+}
+
+/// What the routes file at `path` says the edge routes to; `None` when there is none (a stack
+/// that never ran, or one whose edge routed by reloads).
+pub fn routed(path: &Path) -> anyhow::Result<Option<Routes>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(Routes::parse(&text))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// What the edge routes to, for a command that changes it on a running stack.
+pub fn routed_now(path: &Path) -> anyhow::Result<Routes> {
+    routed(path)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} is missing: the edge routes by another version's rules; run `stackctl up` first",
+            path.display()
+        )
+    })
+}
+
+/// Writes the routes file and has the edge take it (`stack-edge routes`: names resolved, handed
+/// to nginx's shared memory, no reload). When the edge refuses, the previous file is put back.
+pub async fn apply_routes(engine: &Engine, path: &Path, routes: &Routes) -> anyhow::Result<()> {
+    write_then(path, routes.render().as_bytes(), async {
+        let (code, out) = engine.exec(PROXY, &["stack-edge", "routes"]).await?;
+        if code != 0 {
+            bail!("the edge did not take the new routes:\n{}", out.trim());
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Writes `bytes` to `path`, then runs `take` (the edge reads the file); when that fails, the
+/// previous file is put back, so what the edge would load on a restart is what it runs.
+async fn write_then(
+    path: &Path,
+    bytes: &[u8],
+    take: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let previous = std::fs::read(path).ok();
+    write_with_mode(path, bytes, 0o644)?;
+    if let Err(e) = take.await {
+        match previous {
+            Some(old) => write_with_mode(path, &old, 0o644)?,
+            None => std::fs::remove_file(path)?,
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Writes the edge's site and has nginx load it. nginx validates it first (`nginx -t` in the
+/// container); when it does not validate, the previous file is put back.
+pub async fn apply_site(engine: &Engine, path: &Path, site: &str, ui: &Ui) -> anyhow::Result<()> {
+    write_then(path, site.as_bytes(), reload_proxy(engine, ui)).await
+}
+
+/// Validates the edge's configuration inside the container, then reloads it gracefully and
+/// waits until the workers of the old configuration have finished their requests and exited,
+/// so that what follows (a certificate's old key removed, say) no longer serves. A
+/// configuration that does not validate is never loaded.
+pub async fn reload_proxy(engine: &Engine, ui: &Ui) -> anyhow::Result<()> {
+    let old = workers(engine).await?;
+    // stack-edge installs the site, checks it with `nginx -t` and reloads; it keeps the old one
+    // when the check fails.
+    let (code, out) = engine.exec(PROXY, &["stack-edge", "reload"]).await?;
+    if code != 0 {
+        bail!(
+            "nginx rejected the new configuration, the old one keeps serving:\n{}",
+            out.trim()
+        );
+    }
+    // `nginx -s reload` only signals the master; the old workers keep taking requests until it
+    // has started the new ones, then finish what they hold and exit.
+    let spinner = ui.spinner("waiting for nginx's old workers to finish their requests");
+    let deadline = Instant::now() + STOP_GRACE;
+    // Decided by the exit status, which the engine reports reliably, not by the output.
+    let gone = format!(
+        "for p in {}; do [ -e /proc/$p ] && exit 1; done; exit 0",
+        old.join(" ")
+    );
+    loop {
+        let (code, _) = engine.exec(PROXY, &["bash", "-c", &gone]).await?;
+        if code == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            ui.detail(&format!(
+                "nginx's old workers are still busy after {} s; going on",
+                STOP_GRACE.as_secs()
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    spinner.finish_and_clear();
+    Ok(())
+}
+
+/// The process ids of the proxy's nginx workers.
+async fn workers(engine: &Engine) -> anyhow::Result<Vec<String>> {
+    // `[p]` keeps this command's own command line from matching.
+    let list = "grep -ls 'worker [p]rocess' /proc/[0-9]*/cmdline";
+    // nginx always runs workers: an empty answer is a lost one, so ask again.
+    for _ in 0..5 {
+        let (_, out) = engine.exec(PROXY, &["bash", "-c", list]).await?;
+        let pids: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("/proc/")?.strip_suffix("/cmdline"))
+            .map(str::to_owned)
+            .collect();
+        if !pids.is_empty() {
+            return Ok(pids);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("cannot list nginx's worker processes in {PROXY}; is it running? (stackctl ps)")
 }
 
 #[cfg(test)]

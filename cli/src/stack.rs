@@ -5,8 +5,8 @@ use std::{collections::HashMap, path::Path, time::Duration};
 
 use anyhow::{Context, bail};
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkingConfig, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings,
+    HealthConfig, HostConfig, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use sha2::{Digest, Sha256};
 
@@ -40,6 +40,19 @@ pub enum Service {
 }
 
 impl Service {
+    pub const ALL: [Self; 5] = [
+        Self::Auth,
+        Self::Payments,
+        Self::AuthDb,
+        Self::PaymentsDb,
+        Self::Nginx,
+    ];
+
+    /// The service a `stackctl.service` label names.
+    pub fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.label() == label)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Self::Auth => "auth",
@@ -98,6 +111,82 @@ impl App {
     pub fn instance_number(self, name: &str) -> Option<u32> {
         name.strip_prefix(self.prefix())?.parse().ok()
     }
+}
+
+/// One of the stack's containers as the engine has it: what its labels and state say, read in
+/// one place.
+#[derive(Debug, Clone)]
+pub struct StackContainer {
+    pub id: String,
+    pub name: String,
+    /// `None` for a container labelled by a version that had other services.
+    pub service: Option<Service>,
+    /// The hash of the settings it was made with.
+    pub hash: String,
+    pub running: bool,
+    /// The engine's state word (`running`, `exited`, …) and its status line (`Up 3 minutes`).
+    pub state: String,
+    pub status: String,
+    pub image: String,
+    /// Published ports as `ip:public->private`, sorted.
+    pub ports: Vec<String>,
+}
+
+impl StackContainer {
+    fn from_summary(c: ContainerSummary) -> Self {
+        let labels = c.labels.unwrap_or_default();
+        let mut ports: Vec<String> = c
+            .ports
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| {
+                Some(format!(
+                    "{}:{}->{}",
+                    p.ip.unwrap_or_default(),
+                    p.public_port?,
+                    p.private_port
+                ))
+            })
+            .collect();
+        ports.sort();
+        ports.dedup();
+        Self {
+            id: c.id.unwrap_or_default(),
+            name: c
+                .names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map(|n| n.trim_start_matches('/').to_owned())
+                .unwrap_or_default(),
+            service: labels
+                .get(LABEL_SERVICE)
+                .and_then(|l| Service::from_label(l)),
+            hash: labels.get(LABEL_CONFIG_HASH).cloned().unwrap_or_default(),
+            running: c.state == Some(ContainerSummaryStateEnum::RUNNING),
+            state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+            status: c.status.unwrap_or_default(),
+            image: c.image.unwrap_or_default(),
+            ports,
+        }
+    }
+
+    /// Its number when it is an instance of `app` (`app_a12` → 12).
+    pub fn instance_of(&self, app: App) -> Option<u32> {
+        if self.service != Some(app.service()) {
+            return None;
+        }
+        app.instance_number(&self.name)
+    }
+}
+
+/// The stack's containers, running or not.
+pub async fn containers(engine: &Engine, project: &str) -> anyhow::Result<Vec<StackContainer>> {
+    Ok(engine
+        .containers(project)
+        .await?
+        .into_iter()
+        .map(StackContainer::from_summary)
+        .collect())
 }
 
 /// One container as it should be.
@@ -176,10 +265,11 @@ impl Plan {
         let url = |app: App| {
             let db = database::of(app);
             format!(
-                "DATABASE_URL=postgres://{}:{}@{}:5432/{}",
+                "DATABASE_URL=postgres://{}:{}@{}:{}/{}",
                 db.app_role,
                 secrets.app_password(app),
                 db.container,
+                database::PORT,
                 db.name
             )
         };
@@ -190,7 +280,7 @@ impl Plan {
             env: vec![
                 url(App::Auth),
                 format!("JWT_SECRET={}", secrets.jwt_secret),
-                "PORT=3000".to_owned(),
+                format!("PORT={}", App::Auth.port()),
                 format!("BCRYPT_COST={}", config.services.auth.bcrypt_cost),
                 format!(
                     "ACCESS_TOKEN_TTL_SECS={}",
@@ -212,8 +302,8 @@ impl Plan {
             env: vec![
                 url(App::Payments),
                 format!("WEBHOOK_SECRET={}", secrets.webhook_secret),
-                format!("AUTH_SERVICE_URL=http://{AUTH_ALIAS}:3000"),
-                "PORT=4000".to_owned(),
+                format!("AUTH_SERVICE_URL=http://{AUTH_ALIAS}:{}", App::Auth.port()),
+                format!("PORT={}", App::Payments.port()),
                 format!(
                     "AUTH_CACHE_SECS={}",
                     config.services.payments.auth_cache_secs
@@ -379,7 +469,7 @@ fn database(
             format!("POSTGRES_DB={db}"),
         ]),
         labels: Some(labels(project, service, &name)),
-        exposed_ports: Some(vec!["5432/tcp".to_owned()]),
+        exposed_ports: Some(vec![format!("{}/tcp", database::PORT)]),
         healthcheck: Some(health(
             &["CMD", "pg_isready", "-h", "127.0.0.1", "-U", user, "-d", db],
             30,
@@ -390,7 +480,11 @@ fn database(
                 "{}:/var/lib/postgresql/data",
                 volume_name(project, service)
             )]),
-            port_bindings: Some(HashMap::from([publish(5432, "127.0.0.1", host_port)])),
+            port_bindings: Some(HashMap::from([publish(
+                database::PORT,
+                "127.0.0.1",
+                host_port,
+            )])),
             // PostgreSQL's shared memory for parallel queries lives there; Docker's default is 64 MiB.
             shm_size: Some(256 * 1024 * 1024),
             // The entrypoint makes the data and socket folders its own, then drops to postgres.
@@ -628,7 +722,52 @@ async fn unhealthy(engine: &Engine, name: &str, state: &str) -> anyhow::Error {
 
 #[cfg(test)]
 mod tests {
+    use bollard::models::{PortSummary, PortSummaryTypeEnum};
+
     use super::*;
+
+    #[test]
+    fn a_listed_container_is_read_once() {
+        let port = |ip: &str, public: Option<u16>| PortSummary {
+            ip: Some(ip.into()),
+            private_port: 3000,
+            public_port: public,
+            typ: Some(PortSummaryTypeEnum::TCP),
+        };
+        let summary = ContainerSummary {
+            id: Some("abc".into()),
+            names: Some(vec!["/app_a12".into()]),
+            image: Some("stackctl/auth:1".into()),
+            labels: Some(HashMap::from([
+                (LABEL_SERVICE.into(), "auth".into()),
+                (LABEL_CONFIG_HASH.into(), "h1".into()),
+            ])),
+            state: Some(ContainerSummaryStateEnum::RUNNING),
+            status: Some("Up 3 minutes".into()),
+            ports: Some(vec![
+                port("0.0.0.0", Some(8080)),
+                port("0.0.0.0", Some(8080)),
+                port("", None),
+            ]),
+            ..Default::default()
+        };
+        let c = StackContainer::from_summary(summary.clone());
+        assert_eq!(c.name, "app_a12");
+        assert_eq!(c.service, Some(Service::Auth));
+        assert_eq!(c.hash, "h1");
+        assert!(c.running);
+        assert_eq!(c.ports, ["0.0.0.0:8080->3000"]);
+        assert_eq!(c.instance_of(App::Auth), Some(12));
+        assert_eq!(c.instance_of(App::Payments), None);
+        let other = StackContainer::from_summary(ContainerSummary {
+            labels: Some(HashMap::from([(LABEL_SERVICE.into(), "redis".into())])),
+            state: Some(ContainerSummaryStateEnum::EXITED),
+            ..summary
+        });
+        assert_eq!(other.service, None);
+        assert!(!other.running);
+        assert_eq!(other.instance_of(App::Auth), None);
+    }
 
     #[test]
     fn the_hash_does_not_depend_on_map_order() {

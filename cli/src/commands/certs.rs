@@ -28,7 +28,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         if let Ok(engine) = Engine::connect().await
             && engine.inspect(PROXY).await?.is_some()
         {
-            crate::rollout::reload_proxy(&engine, &ctx.ui).await?;
+            crate::nginx::reload_proxy(&engine, &ctx.ui).await?;
             ctx.ui.step("nginx reloaded with the new certificate");
         }
     }

@@ -1,8 +1,8 @@
 //! `stackctl down`: stops and removes the stack's containers.
 
 use crate::{
-    docker::{Engine, LABEL_SERVICE, container_name},
-    stack::{self, NETWORK},
+    docker::Engine,
+    stack::{self, NETWORK, Service},
 };
 
 /// Stop and remove the stack's containers and network. Data volumes are kept unless --volumes.
@@ -35,18 +35,21 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         anyhow::bail!("nothing was removed");
     }
     let engine = Engine::connect().await?;
-    let containers = engine.containers(&config.project).await?;
+    let containers = stack::containers(&engine, &config.project).await?;
     // The edge first, so nothing is routed to instances on their way out; databases last.
-    let order = ["nginx", "payments", "auth", "payments-db", "auth-db"];
+    // Containers of no known service (another version's) go with the edge.
+    let order = [
+        None,
+        Some(Service::Nginx),
+        Some(Service::Payments),
+        Some(Service::Auth),
+        Some(Service::PaymentsDb),
+        Some(Service::AuthDb),
+    ];
     for service in order {
-        for c in &containers {
-            let labels = c.labels.clone().unwrap_or_default();
-            if labels.get(LABEL_SERVICE).map(String::as_str) != Some(service) {
-                continue;
-            }
-            let name = container_name(c);
-            ctx.ui.step(&format!("removing {name}"));
-            engine.remove(&name, stack::STOP_GRACE).await?;
+        for c in containers.iter().filter(|c| c.service == service) {
+            ctx.ui.step(&format!("removing {}", c.name));
+            engine.remove(&c.name, stack::STOP_GRACE).await?;
         }
     }
     engine.remove_network(NETWORK, &config.project).await?;

@@ -3,7 +3,7 @@
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 
-use crate::docker::{Engine, LABEL_SERVICE, container_name};
+use crate::{docker::Engine, stack};
 
 /// List the stack's containers with state, health, ports and uptime.
 #[derive(clap::Args)]
@@ -32,44 +32,23 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let config = ctx.config()?;
     let engine = Engine::connect().await?;
     let mut rows = Vec::new();
-    for c in engine.containers(&config.project).await? {
-        let name = container_name(&c);
+    for c in stack::containers(&engine, &config.project).await? {
         let health = engine
-            .inspect(&name)
+            .inspect(&c.name)
             .await?
             .and_then(|i| i.state)
             .and_then(|s| s.health)
             .and_then(|h| h.status)
             .map_or_else(|| "none".to_owned(), |s| s.to_string());
-        let mut ports: Vec<String> = c
-            .ports
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|p| {
-                Some(format!(
-                    "{}:{}->{}",
-                    p.ip.unwrap_or_default(),
-                    p.public_port?,
-                    p.private_port
-                ))
-            })
-            .collect();
-        ports.sort();
-        ports.dedup();
         rows.push(Row {
-            service: c
-                .labels
-                .unwrap_or_default()
-                .get(LABEL_SERVICE)
-                .cloned()
-                .unwrap_or_default(),
-            state: c.state.map(|s| s.to_string()).unwrap_or_default(),
-            status: c.status.unwrap_or_default(),
-            image: c.image.unwrap_or_default(),
-            id: c.id.unwrap_or_default(),
+            service: c.service.map(|s| s.label().to_owned()).unwrap_or_default(),
+            name: c.name,
+            id: c.id,
+            state: c.state,
             health,
-            ports,
-            name,
+            ports: c.ports,
+            status: c.status,
+            image: c.image,
         });
     }
     rows.sort_by(|a, b| a.name.cmp(&b.name));

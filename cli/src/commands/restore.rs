@@ -98,7 +98,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         .map(|i| i.name)
         .collect();
     let routes_path = ctx.state.path(nginx::ROUTES_FILE);
-    let routed = rollout::routed_now(&routes_path)?;
+    let routed = nginx::routed_now(&routes_path)?;
     let mut rollout = Rollout::new(&engine, routes_path, routed, &ctx.ui);
     let transaction = Mutex::new(None);
     let replace = async {

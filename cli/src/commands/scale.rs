@@ -91,7 +91,7 @@ pub(super) async fn change(
     let plan = Plan::new(config, &images, &secrets, ctx.state.root())?;
     let current = rollout::instances(engine, &config.project, app).await?;
     let routes_path = ctx.state.path(nginx::ROUTES_FILE);
-    let routed = rollout::routed_now(&routes_path)?;
+    let routed = nginx::routed_now(&routes_path)?;
     let steps = rollout::plan(app, plan.app(app), &current, routed.of(app), replace);
     if steps.is_empty() {
         ctx.ui.step(&format!(

@@ -8,7 +8,7 @@ use crate::{
     certs,
     config::StackConfig,
     database,
-    docker::{self, Engine, Health},
+    docker::{Engine, Health},
     images, nginx,
     rollout::{self, Replace, Rollout},
     stack::{self, App, NETWORK, Outcome, PROXY, Plan, Service, Spec},
@@ -73,7 +73,7 @@ pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     if engine.health(PROXY).await? != Health::Down {
         // The edge first, routing to what serves now: a new edge (an older one routed by
         // reloads) must take the routes the instances' changes make.
-        let routed = match rollout::routed(&edge.routes_path)? {
+        let routed = match nginx::routed(&edge.routes_path)? {
             Some(routes) => routes,
             None => running_routes(&engine, &config.project).await?,
         };
@@ -103,11 +103,10 @@ pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
 
     // Whatever the plan no longer has goes, now that nothing routes to it.
     let wanted = plan.names();
-    for c in engine.containers(&config.project).await? {
-        let name = docker::container_name(&c);
-        if !wanted.contains(&name) {
-            ui.step(&format!("removing {name}"));
-            engine.remove(&name, stack::STOP_GRACE).await?;
+    for c in stack::containers(&engine, &config.project).await? {
+        if !wanted.contains(&c.name) {
+            ui.step(&format!("removing {}", c.name));
+            engine.remove(&c.name, stack::STOP_GRACE).await?;
         }
     }
 
@@ -139,10 +138,10 @@ impl Edge<'_> {
             let site_changed = std::fs::read_to_string(&self.site_path).ok().as_deref()
                 != Some(self.site.as_str());
             if site_changed || self.cert_renewed {
-                rollout::apply_site(engine, &self.site_path, &self.site, ui).await?;
+                nginx::apply_site(engine, &self.site_path, &self.site, ui).await?;
                 ui.step("nginx configuration reloaded");
             }
-            return rollout::apply_routes(engine, &self.routes_path, routes).await;
+            return nginx::apply_routes(engine, &self.routes_path, routes).await;
         }
         write_with_mode(&self.site_path, self.site.as_bytes(), 0o644)?;
         write_with_mode(&self.routes_path, routes.render().as_bytes(), 0o644)?;
@@ -201,13 +200,13 @@ async fn check_ports(engine: &Engine, config: &StackConfig) -> anyhow::Result<()
             "ports.auth_db",
             "127.0.0.1",
             config.ports.auth_db,
-            "auth-db",
+            database::of(App::Auth).container,
         ),
         (
             "ports.payments_db",
             "127.0.0.1",
             config.ports.payments_db,
-            "payments-db",
+            database::of(App::Payments).container,
         ),
     ];
     for (key, ip, port, owner) in published {
