@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::stack::App;
+use crate::{cluster::Cluster, stack::App};
 
 /// Environment variables that override one key each (`STACKCTL_HTTP_PORT=8080`).
 const ENV_OVERRIDES: &[(&str, &str)] = &[
@@ -47,6 +47,9 @@ pub struct StackConfig {
     pub tls: Tls,
     pub images: Images,
     pub resources: Resources,
+    /// The swarm's nodes; without it the stack runs on the local engine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Cluster>,
 }
 
 /// What each container may use: memory (MiB, a hard limit), processes, and the auth
@@ -159,6 +162,7 @@ impl Default for StackConfig {
             tls: Tls::default(),
             images: Images::default(),
             resources: Resources::default(),
+            cluster: None,
         }
     }
 }
@@ -348,6 +352,9 @@ impl StackConfig {
             bail!("backup.keep_days: must be at least 1");
         }
         parse_cron(&self.backup.cron).context("backup.cron")?;
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+        }
         Ok(())
     }
 }
@@ -413,6 +420,21 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_table_is_read() {
+        let config = load(
+            "[cluster]\nnodes = [\n  { engine = \"unix:///n1.sock\", labels = [\"edge\", \"auth-db\", \"payments-db\"] },\n  { engine = \"tcp://10.0.0.2:2376\", tls = { ca = \"ca.pem\", cert = \"c.pem\", key = \"k.pem\" } },\n]\n",
+        )
+        .unwrap();
+        let cluster = config.cluster.unwrap();
+        assert_eq!(cluster.nodes.len(), 2);
+        assert_eq!(
+            cluster.nodes[1].tls.as_ref().unwrap().key,
+            Path::new("k.pem")
+        );
+        assert_eq!(load("").unwrap().cluster, None);
+    }
+
+    #[test]
     fn errors_name_the_key() {
         for (text, key) in [
             ("[ports]\nhtp = 80\n", "htp"),
@@ -427,6 +449,18 @@ mod tests {
                 "nginx.rate_limit_per_minute",
             ),
             ("[backup]\ncron = \"0 2 * * *\"\n", "backup.cron"),
+            (
+                "[cluster]\nnodes = [{ engine = \"unix:///a.sock\", labels = [\"edge\", \"db\"] }]\n",
+                "cluster.nodes[0].labels[1]",
+            ),
+            (
+                "[cluster]\nnodes = [{ engine = \"unix:///a.sock\", address = \"node-1\" }]\n",
+                "cluster.nodes[0].address",
+            ),
+            (
+                "[cluster]\nnodes = [{ engine = \"http://a:2375\" }]\n",
+                "cluster.nodes[0].engine",
+            ),
         ] {
             let err = format!("{:#}", load(text).unwrap_err());
             assert!(err.contains(key), "{text:?}: {err}");

@@ -1,33 +1,50 @@
 //! Every Docker Engine call stackctl makes, through bollard. Containers, networks and volumes
 //! are found by the stack's labels, so nothing that is not the stack's is ever touched.
 
-use std::{collections::HashMap, path::Path, time::Duration};
+use std::{collections::HashMap, net::IpAddr, path::Path, time::Duration};
 
 use anyhow::{Context, bail};
 use bollard::{
-    Docker, body_full, body_stream,
+    API_DEFAULT_VERSION, Docker, body_full, body_stream,
     container::LogOutput,
     errors::Error as DockerError,
     exec::{CreateExecOptions, StartExecOptions, StartExecResults},
     models::{
         ContainerCreateBody, ContainerInspectResponse, ContainerSummary, HealthStatusEnum,
-        NetworkCreateRequest, VolumeCreateRequest,
+        JoinTokens, NetworkCreateRequest, Node, NodeSpec, SwarmInfo, SwarmInitRequest,
+        SwarmJoinRequest, VolumeCreateRequest,
     },
     query_parameters::{
         BuildImageOptions, CreateContainerOptions, CreateImageOptions, InspectContainerOptions,
-        ListContainersOptions, ListNetworksOptions, ListVolumesOptions, LogsOptions,
-        RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions,
+        ListContainersOptions, ListNetworksOptions, ListNodesOptions, ListServicesOptions,
+        ListTasksOptions, ListVolumesOptions, LogsOptions, RemoveContainerOptions,
+        RemoveVolumeOptions, StopContainerOptions, UpdateNodeOptions,
     },
 };
 use futures_util::{Stream, StreamExt, TryStreamExt};
+
+use crate::cluster::{EngineUrl, NodeConfig};
 
 pub const LABEL_PROJECT: &str = "stackctl.project";
 pub const LABEL_SERVICE: &str = "stackctl.service";
 pub const LABEL_INSTANCE: &str = "stackctl.instance";
 pub const LABEL_CONFIG_HASH: &str = "stackctl.config-hash";
+/// Swarm's control plane port (managers listen on it, every node reaches them there).
+pub const SWARM_PORT: u16 = 2377;
+/// How long a node's engine has to answer before it counts as unreachable.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Engine {
     docker: Docker,
+}
+
+/// A task of one of the stack's swarm services.
+#[derive(Debug, Clone)]
+pub struct StackTask {
+    pub service: String,
+    pub node_id: String,
+    /// Swarm's word for it: `running`, `starting`, `preparing`, …
+    pub state: String,
 }
 
 /// What a container's health check last said.
@@ -51,13 +68,166 @@ impl Engine {
             )
         };
         let docker = Docker::connect_with_defaults().with_context(hint)?;
+        Self::checked(docker).await.with_context(hint)
+    }
+
+    /// Connects to a cluster node's engine (TLS files relative to `base_dir`) and checks it
+    /// answers within `ANSWER_TIMEOUT`.
+    pub async fn connect_node(node: &NodeConfig, base_dir: &Path) -> anyhow::Result<Self> {
+        let timeout = 600;
+        let docker = match (EngineUrl::parse(&node.engine)?, &node.tls) {
+            (EngineUrl::Unix(path), _) => {
+                Docker::connect_with_unix(&path.to_string_lossy(), timeout, API_DEFAULT_VERSION)
+            }
+            (EngineUrl::Tcp { .. }, Some(tls)) => Docker::connect_with_ssl(
+                &node.engine,
+                &base_dir.join(&tls.key),
+                &base_dir.join(&tls.cert),
+                &base_dir.join(&tls.ca),
+                timeout,
+                API_DEFAULT_VERSION,
+            ),
+            (EngineUrl::Tcp { .. }, None) => {
+                Docker::connect_with_http(&node.engine, timeout, API_DEFAULT_VERSION)
+            }
+            (EngineUrl::Ssh { .. }, _) => {
+                Docker::connect_with_ssh(&node.engine, timeout, API_DEFAULT_VERSION, None)
+            }
+        }
+        .with_context(|| format!("cannot reach the engine at {}", node.engine))?;
+        tokio::time::timeout(ANSWER_TIMEOUT, Self::checked(docker))
+            .await
+            .unwrap_or_else(|_| bail!("no answer within {} s", ANSWER_TIMEOUT.as_secs()))
+            .with_context(|| format!("cannot reach the engine at {}", node.engine))
+    }
+
+    /// The engine on the other end, once it has answered (API version agreed).
+    async fn checked(docker: Docker) -> anyhow::Result<Self> {
         let docker = docker
             .with_timeout(Duration::from_secs(600))
             .negotiate_version()
-            .await
-            .with_context(hint)?;
-        docker.ping().await.with_context(hint)?;
+            .await?;
+        docker.ping().await?;
         Ok(Self { docker })
+    }
+
+    /// What the engine says of its swarm membership.
+    pub async fn swarm(&self) -> anyhow::Result<SwarmInfo> {
+        Ok(self
+            .docker
+            .info()
+            .await
+            .context("read the engine's information")?
+            .swarm
+            .unwrap_or_default())
+    }
+
+    /// Starts a new swarm with this engine its first manager; returns its node id.
+    pub async fn init_swarm(&self, advertise: Option<IpAddr>) -> anyhow::Result<String> {
+        self.docker
+            .init_swarm(SwarmInitRequest {
+                listen_addr: Some(format!("0.0.0.0:{SWARM_PORT}")),
+                advertise_addr: advertise.map(|a| a.to_string()),
+                ..Default::default()
+            })
+            .await
+            .context("start a swarm")
+    }
+
+    /// The swarm's join tokens; a manager's engine only.
+    pub async fn join_tokens(&self) -> anyhow::Result<JoinTokens> {
+        Ok(self
+            .docker
+            .inspect_swarm()
+            .await
+            .context("read the swarm's join tokens")?
+            .join_tokens
+            .unwrap_or_default())
+    }
+
+    /// Joins the swarm a manager at `remote` (`address:2377`) runs.
+    pub async fn join_swarm(
+        &self,
+        remote: &str,
+        token: &str,
+        advertise: Option<IpAddr>,
+    ) -> anyhow::Result<()> {
+        self.docker
+            .join_swarm(SwarmJoinRequest {
+                listen_addr: Some(format!("0.0.0.0:{SWARM_PORT}")),
+                advertise_addr: advertise.map(|a| a.to_string()),
+                remote_addrs: Some(vec![remote.to_owned()]),
+                join_token: Some(token.to_owned()),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("join the swarm through {remote}"))
+    }
+
+    /// The swarm's nodes; a manager's engine only.
+    pub async fn nodes(&self) -> anyhow::Result<Vec<Node>> {
+        self.docker
+            .list_nodes(None::<ListNodesOptions>)
+            .await
+            .context("list the swarm's nodes")
+    }
+
+    /// The tasks of the stack's swarm services that should run; a manager's engine only.
+    pub async fn stack_tasks(&self, project: &str) -> anyhow::Result<Vec<StackTask>> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_PROJECT}={project}")],
+        )]);
+        let services = self
+            .docker
+            .list_services(Some(ListServicesOptions {
+                filters: Some(filters),
+                status: None,
+            }))
+            .await
+            .context("list the stack's services")?;
+        let mut tasks = Vec::new();
+        for service in services {
+            let name = service.spec.and_then(|s| s.name).unwrap_or_default();
+            let filters = HashMap::from([
+                ("service".to_owned(), vec![service.id.unwrap_or_default()]),
+                ("desired-state".to_owned(), vec!["running".to_owned()]),
+            ]);
+            for task in self
+                .docker
+                .list_tasks(Some(ListTasksOptions {
+                    filters: Some(filters),
+                }))
+                .await
+                .with_context(|| format!("list the tasks of {name}"))?
+            {
+                tasks.push(StackTask {
+                    service: name.clone(),
+                    node_id: task.node_id.unwrap_or_default(),
+                    state: task
+                        .status
+                        .and_then(|s| s.state)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
+                });
+            }
+        }
+        Ok(tasks)
+    }
+
+    pub async fn update_node(&self, node: &Node, spec: NodeSpec) -> anyhow::Result<()> {
+        let id = node.id.clone().unwrap_or_default();
+        let version = node.version.as_ref().and_then(|v| v.index).unwrap_or(0);
+        self.docker
+            .update_node(
+                &id,
+                spec,
+                UpdateNodeOptions {
+                    version: i64::try_from(version).unwrap_or(i64::MAX),
+                },
+            )
+            .await
+            .with_context(|| format!("update node {id}"))
     }
 
     pub async fn image_exists(&self, tag: &str) -> anyhow::Result<bool> {

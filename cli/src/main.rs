@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod backup;
 mod certs;
+mod cluster;
 mod commands;
 mod config;
 mod database;
@@ -56,6 +57,7 @@ enum Command {
     Restore(commands::restore::Args),
     Logs(commands::logs::Args),
     Certs(commands::certs::Args),
+    Cluster(commands::cluster::Args),
     Secrets(commands::secrets::Args),
     Config(commands::config::Args),
     Completions(commands::completions::Args),
@@ -76,6 +78,7 @@ async fn main() -> ExitCode {
         Command::Restore(args) => commands::restore::run(args, &ctx).await,
         Command::Logs(args) => commands::logs::run(args, &ctx).await,
         Command::Certs(args) => commands::certs::run(args, &ctx).await,
+        Command::Cluster(args) => commands::cluster::run(args, &ctx).await,
         Command::Secrets(args) => commands::secrets::run(args, &ctx),
         Command::Config(args) => commands::config::run(args, &ctx),
         Command::Completions(args) => {

@@ -6,6 +6,7 @@ use crate::{config::StackConfig, state::StateDir, ui::Ui};
 
 pub mod backup;
 pub mod certs;
+pub mod cluster;
 pub mod completions;
 pub mod config;
 pub mod down;

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# A real multi-node Docker cluster on one machine, for the cluster tests: N extra Docker engines,
+# each in a network namespace of its own, joined by veth pairs to a bridge in a "switch"
+# namespace (so overlay traffic between nodes really crosses a network), and the host joined to
+# that switch too, so tests reach the nodes' published ports. The host's own engine is left alone.
+#   setup/cluster.sh start DIR [N]     start N nodes (default 3) and write DIR/cluster.toml (the
+#                                      `[cluster]` table for them, node 1 labelled edge and
+#                                      auth-db, node 2 payments-db) and DIR/edge-address (where
+#                                      node 1's published ports answer from the host)
+#   setup/cluster.sh stop-node DIR N   stop node N's engine (a lost node)
+#   setup/cluster.sh start-node DIR N  start it again (the node returns)
+#   setup/cluster.sh cut-node DIR N    cut node N off the network, its engine left running
+#   setup/cluster.sh join-node DIR N   put it back on the network
+#   setup/cluster.sh stop DIR          stop the engines, remove the namespaces and DIR
+# Needs root. Nodes are 192.168.200.11, .12, …; the host is 192.168.200.1.
+set -euo pipefail
+
+cmd=${1:-}
+dir=${2:-}
+arg=${3:-}
+usage() {
+  echo "usage: $0 start DIR [N] | stop DIR | stop-node|start-node|cut-node|join-node DIR N" >&2
+  exit 2
+}
+[[ -n $cmd && -n $dir ]] || usage
+[[ $(id -u) -eq 0 ]] || { echo "cluster: needs root (network namespaces)" >&2; exit 1; }
+
+PREFIX=192.168.200
+SWITCH=stk-switch
+
+node_names() {
+  local i
+  for i in $(seq "$1"); do echo "stk-n$i"; done
+}
+
+stop() {
+  local node
+  for node in "$dir"/stk-n*/; do
+    [[ -d $node ]] && stop_daemon "$(basename "$node")"
+  done
+  for netns in $(ip netns list | awk '/^stk-/ { print $1 }'); do
+    ip netns delete "$netns"
+  done
+  ip link delete stk-host 2>/dev/null || true
+  # Overlay mounts of the nodes' containers, if a daemon died without unmounting.
+  grep -o "$dir/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  rm -rf "$dir"
+}
+
+# Starts node NAME's engine in its namespace (its configuration written by `start`).
+start_daemon() {
+  local name=$1
+  # nsenter, not `ip netns exec`: that remounts /sys and leaves the cgroup mount empty. A UTS
+  # namespace of its own gives the node its own host name (swarm names nodes by it).
+  DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 nsenter --net="/run/netns/$name" unshare --uts \
+    sh -c 'hostname "$1" && exec dockerd --config-file "$2"' sh "$name" \
+    "$dir/$name/daemon.json" >>"$dir/$name/dockerd.log" 2>&1 &
+}
+
+wait_daemon() {
+  local name=$1
+  for _ in $(seq 300); do
+    docker -H "unix://$dir/$name.sock" version >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "cluster: $name did not start:" >&2
+  tail -n 20 "$dir/$name/dockerd.log" >&2
+  return 1
+}
+
+stop_daemon() {
+  local pidfile=$dir/$1/docker.pid pid
+  [[ -f $pidfile ]] || return 0
+  pid=$(cat "$pidfile")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+}
+
+start() {
+  local driver i name address count=${arg:-3}
+  driver=$(docker info -f '{{.Driver}}')
+  mkdir -p "$dir"
+  ip netns add "$SWITCH"
+  ip -n "$SWITCH" link add br0 type bridge
+  ip -n "$SWITCH" link set br0 up
+  ip -n "$SWITCH" link set lo up
+
+  # The host's side of the switch.
+  ip link add stk-host type veth peer name host netns "$SWITCH"
+  ip -n "$SWITCH" link set host master br0 up
+  ip addr add "$PREFIX.1/24" dev stk-host
+  ip link set stk-host up
+
+  i=0
+  for name in $(node_names "$count"); do
+    i=$((i + 1))
+    address=$PREFIX.$((10 + i))
+    ip netns add "$name"
+    ip -n "$name" link set lo up
+    ip link add "$name" netns "$SWITCH" type veth peer name eth0 netns "$name"
+    ip -n "$SWITCH" link set "$name" master br0 up
+    ip -n "$name" addr add "$address/24" dev eth0
+    ip -n "$name" link set eth0 up
+    ip -n "$name" route add default via "$PREFIX.1"
+
+    mkdir -p "$dir/$name"
+    cat >"$dir/$name/daemon.json" <<JSON
+{
+  "data-root": "$dir/$name/data",
+  "exec-root": "$dir/$name/exec",
+  "pidfile": "$dir/$name/docker.pid",
+  "hosts": ["unix://$dir/$name.sock"],
+  "containerd-namespace": "$name",
+  "containerd-plugins-namespace": "$name-plugins",
+  "storage-driver": "$driver",
+  "mtu": 1400
+}
+JSON
+    start_daemon "$name"
+  done
+  for name in $(node_names "$count"); do
+    wait_daemon "$name"
+  done
+
+  {
+    echo "# Written by setup/cluster.sh: the nodes of the test cluster in $dir."
+    echo "[cluster]"
+    echo "nodes = ["
+    i=0
+    for name in $(node_names "$count"); do
+      i=$((i + 1))
+      case $i in
+      1) labels=', labels = ["edge", "auth-db"]' ;;
+      2) labels=', labels = ["payments-db"]' ;;
+      *) labels='' ;;
+      esac
+      echo "  { engine = \"unix://$dir/$name.sock\", address = \"$PREFIX.$((10 + i))\"$labels },"
+    done
+    echo "]"
+  } >"$dir/cluster.toml"
+  echo "$PREFIX.11" >"$dir/edge-address"
+  i=0
+  for name in $(node_names "$count"); do
+    i=$((i + 1))
+    echo "$name $PREFIX.$((10 + i)) unix://$dir/$name.sock"
+  done
+}
+
+# The name of node N, refusing one this cluster does not have.
+node() {
+  local n=$1
+  [[ $n =~ ^[0-9]+$ && -f $dir/stk-n$n/daemon.json ]] || {
+    echo "cluster: no node $n in $dir" >&2
+    exit 2
+  }
+  echo "stk-n$n"
+}
+
+case $cmd in
+start)
+  if ! start; then
+    stop
+    exit 1
+  fi
+  ;;
+stop) stop ;;
+stop-node)
+  name=$(node "$arg")
+  stop_daemon "$name"
+  ;;
+start-node)
+  name=$(node "$arg")
+  start_daemon "$name"
+  wait_daemon "$name"
+  ;;
+# The node's link to the switch goes down: its engine runs on, unreachable by the others.
+cut-node)
+  name=$(node "$arg")
+  ip -n "$SWITCH" link set "$name" down
+  ;;
+join-node)
+  name=$(node "$arg")
+  ip -n "$SWITCH" link set "$name" up
+  ;;
+*) usage ;;
+esac
