@@ -1,6 +1,6 @@
 //! Configuration pieces both services read from the environment.
 
-use std::{fmt, str::FromStr};
+use std::{fmt, path::Path, str::FromStr};
 
 /// A value that must never reach a log line or an error message.
 #[derive(Clone)]
@@ -32,12 +32,60 @@ impl From<&str> for Secret {
     }
 }
 
-/// Parses a service configuration from the environment alone (the service run with no arguments).
+/// Parses a service configuration from the environment alone (the service run with no
+/// arguments), with the secrets given as files.
 pub fn from_env<C: clap::Args + clap::FromArgMatches>(
     name: &'static str,
+    files: &SecretFiles,
 ) -> Result<C, clap::Error> {
-    let matches = C::augment_args(clap::Command::new(name)).try_get_matches_from([name])?;
+    let matches = files
+        .apply(C::augment_args(clap::Command::new(name)))
+        .try_get_matches_from([name])?;
     C::from_arg_matches(&matches)
+}
+
+/// Secrets given as files: `VAR_FILE` names a file (a Docker swarm secret under /run/secrets,
+/// say) whose content, less a final newline, is the value of `VAR` when `VAR` itself is not
+/// set. The value reaches clap as the argument's default, never the environment, so no child
+/// process and no /proc/PID/environ sees it.
+#[derive(Default)]
+pub struct SecretFiles {
+    /// Argument id and value.
+    values: Vec<(String, Secret)>,
+}
+
+impl SecretFiles {
+    /// Reads the files of `secrets` (argument ids paired with variable names).
+    pub fn read(secrets: &[(&str, &str)]) -> Result<Self, String> {
+        let mut values = Vec::new();
+        for (id, var) in secrets {
+            if std::env::var_os(var).is_some() {
+                continue;
+            }
+            let Some(path) = std::env::var_os(format!("{var}_FILE")) else {
+                continue;
+            };
+            let path = Path::new(&path);
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("{var}_FILE: cannot read {}: {e}", path.display()))?;
+            let value = text.strip_suffix('\n').unwrap_or(&text);
+            values.push(((*id).to_owned(), Secret::from(value)));
+        }
+        Ok(Self { values })
+    }
+
+    /// `cmd` with each secret read from a file as its argument's value.
+    pub fn apply(&self, mut cmd: clap::Command) -> clap::Command {
+        for (id, value) in &self.values {
+            let value = value.expose().to_owned();
+            cmd = cmd.mut_arg(id, |arg| {
+                arg.default_value(value)
+                    .hide_default_value(true)
+                    .required(false)
+            });
+        }
+        cmd
+    }
 }
 
 /// Refuses secrets given as command-line flags: they would show in `ps` to every user of the host.

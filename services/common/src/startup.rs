@@ -22,7 +22,7 @@ use sqlx::{
 };
 use tokio::net::TcpListener;
 
-use crate::config::{HealthcheckArgs, Secret, from_env, secrets_from_env_only};
+use crate::config::{HealthcheckArgs, Secret, SecretFiles, from_env, secrets_from_env_only};
 
 /// How long start-up waits for the database before giving up.
 const DATABASE_WAIT: Duration = Duration::from_secs(60);
@@ -205,7 +205,8 @@ enum Command<C: clap::Args> {
 }
 
 /// The whole `main` of a service: parses the command line, refuses secrets given as flags
-/// (`secrets` pairs argument ids with variable names), starts logging and runs `serve`.
+/// (`secrets` pairs argument ids with variable names) and takes them from `VAR_FILE` files,
+/// starts logging and runs `serve`.
 pub async fn main<C, F, Fut>(
     name: &'static str,
     about: &'static str,
@@ -217,11 +218,19 @@ where
     F: FnOnce(C) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    let files = match SecretFiles::read(secrets) {
+        Ok(files) => files,
+        Err(msg) => {
+            eprintln!("{name}: {msg}");
+            return ExitCode::from(2);
+        }
+    };
     let matches = Cli::<C>::command()
         .name(name)
         .bin_name(name)
         .about(about)
         .version(env!("CARGO_PKG_VERSION"))
+        .mut_subcommand("serve", |serve| files.apply(serve))
         .get_matches();
     let cli = match Cli::<C>::from_arg_matches(&matches) {
         Ok(cli) => cli,
@@ -237,7 +246,7 @@ where
             }
             config
         }
-        None => match from_env::<C>(name) {
+        None => match from_env::<C>(name, &files) {
             Ok(config) => config,
             Err(e) => e.exit(),
         },

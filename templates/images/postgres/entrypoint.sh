@@ -2,6 +2,10 @@
 # Initialises the cluster on first start (as the official image does), then runs PostgreSQL
 # as the postgres user in the foreground.
 set -euo pipefail
+# A swarm secret is a file: POSTGRES_PASSWORD_FILE names it.
+if [[ -z ${POSTGRES_PASSWORD:-} && -n ${POSTGRES_PASSWORD_FILE:-} ]]; then
+  POSTGRES_PASSWORD=$(<"$POSTGRES_PASSWORD_FILE")
+fi
 : "${POSTGRES_USER:?POSTGRES_USER is required}"
 : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD is required}"
 : "${POSTGRES_DB:=$POSTGRES_USER}"

@@ -72,6 +72,79 @@ fn refuses_secrets_given_as_flags() {
 }
 
 #[test]
+fn takes_secrets_from_files_named_by_var_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("jwt");
+    std::fs::write(&short, "too-short\n").unwrap();
+    let short = short.to_str().unwrap();
+    for args in [&[][..], &["serve"][..]] {
+        let out = run(
+            &[
+                ("DATABASE_URL", "postgres://x@127.0.0.1:1/x"),
+                ("JWT_SECRET_FILE", short),
+            ],
+            args,
+        );
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("JWT_SECRET must be at least 32 bytes"),
+            "{args:?}: the file's content is the secret: {stderr}"
+        );
+        assert!(!stderr.contains("too-short"), "{stderr}");
+    }
+    let out = run(
+        &[
+            ("DATABASE_URL", "postgres://x@127.0.0.1:1/x"),
+            ("JWT_SECRET_FILE", "/nonexistent/jwt"),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("JWT_SECRET_FILE: cannot read /nonexistent/jwt"),
+        "{stderr}"
+    );
+}
+
+#[sqlx::test(migrator = "auth_svc::startup::MIGRATOR")]
+async fn serves_with_every_secret_from_a_file(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("database-url");
+    let jwt_file = dir.path().join("jwt");
+    std::fs::write(&url_file, format!("{}\n", database_url(&pool).await)).unwrap();
+    std::fs::write(&jwt_file, JWT_SECRET).unwrap();
+    let port = free_port();
+    let mut child = tokio::process::Command::new(BIN)
+        .env_clear()
+        .env("DATABASE_URL_FILE", &url_file)
+        .env("JWT_SECRET_FILE", &jwt_file)
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    // Ready only once it has reached the database through the URL read from the file.
+    loop {
+        let ready = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+            .await
+            .map(|r| r.status().as_u16());
+        if ready.as_ref().is_ok_and(|s| *s == 200) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "auth-svc did not become ready: {ready:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().await.unwrap();
+}
+
+#[test]
 fn healthcheck_fails_when_nothing_listens() {
     let port = free_port();
     let out = run(&[("PORT", &port.to_string())], &["healthcheck"]);
