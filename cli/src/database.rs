@@ -50,9 +50,15 @@ impl Database {
     }
 
     /// Creates the service's role when it is missing, sets its password and what it may do,
-    /// and gives it its schema. The SQL goes on standard input: a password on a command line
-    /// would show in `ps`.
-    pub async fn ensure_app_role(&self, engine: &Engine, password: &str) -> anyhow::Result<()> {
+    /// and gives it its schema, in the database's `container` (its name, or a swarm task's
+    /// container id). The SQL goes on standard input: a password on a command line would show
+    /// in `ps`.
+    pub async fn ensure_app_role(
+        &self,
+        engine: &Engine,
+        container: &str,
+        password: &str,
+    ) -> anyhow::Result<()> {
         let role = self.app_role;
         // The password comes from stackctl's own generator (URL-safe base64), never from input;
         // quoted as a literal all the same.
@@ -79,7 +85,7 @@ COMMIT;
         drop(tx);
         let (code, out) = engine
             .exec_in(
-                self.container,
+                container,
                 "postgres",
                 &[
                     "psql",

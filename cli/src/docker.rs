@@ -10,15 +10,17 @@ use bollard::{
     errors::Error as DockerError,
     exec::{CreateExecOptions, StartExecOptions, StartExecResults},
     models::{
-        ContainerCreateBody, ContainerInspectResponse, ContainerSummary, HealthStatusEnum,
-        JoinTokens, NetworkCreateRequest, Node, NodeSpec, SwarmInfo, SwarmInitRequest,
-        SwarmJoinRequest, VolumeCreateRequest,
+        ConfigSpec, ContainerCreateBody, ContainerInspectResponse, ContainerSummary,
+        HealthStatusEnum, JoinTokens, NetworkCreateRequest, Node, NodeSpec, SecretSpec,
+        Service as SwarmService, ServiceSpec, SwarmInfo, SwarmInitRequest, SwarmJoinRequest, Task,
+        VolumeCreateRequest,
     },
     query_parameters::{
-        BuildImageOptions, CreateContainerOptions, CreateImageOptions, InspectContainerOptions,
-        ListContainersOptions, ListNetworksOptions, ListNodesOptions, ListServicesOptions,
-        ListTasksOptions, ListVolumesOptions, LogsOptions, RemoveContainerOptions,
-        RemoveVolumeOptions, StopContainerOptions, UpdateNodeOptions,
+        BuildImageOptions, CreateContainerOptions, CreateImageOptions, ImportImageOptions,
+        InspectContainerOptions, ListConfigsOptions, ListContainersOptions, ListNetworksOptions,
+        ListNodesOptions, ListSecretsOptions, ListServicesOptions, ListTasksOptions,
+        ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveVolumeOptions,
+        StopContainerOptions, UpdateNodeOptions, UpdateServiceOptions,
     },
 };
 use futures_util::{Stream, StreamExt, TryStreamExt};
@@ -213,6 +215,236 @@ impl Engine {
             }
         }
         Ok(tasks)
+    }
+
+    /// The image's id (`sha256:…`), which is the same on every engine that loads it.
+    pub async fn image_id(&self, tag: &str) -> anyhow::Result<String> {
+        self.docker
+            .inspect_image(tag)
+            .await
+            .with_context(|| format!("inspect image {tag}"))?
+            .id
+            .with_context(|| format!("image {tag} has no id"))
+    }
+
+    /// Copies images from this engine into `to` (`docker save | docker load`, streamed);
+    /// `sent` gets the bytes copied so far.
+    pub async fn copy_images(
+        &self,
+        tags: &[&str],
+        to: &Engine,
+        mut sent: impl FnMut(u64),
+    ) -> anyhow::Result<()> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+        let mut export = self.docker.export_images(tags);
+        let feed = async move {
+            let mut total = 0u64;
+            while let Some(chunk) = export.next().await {
+                let chunk = chunk.context("export the images")?;
+                total += chunk.len() as u64;
+                sent(total);
+                if tx.send(Ok(chunk)).await.is_err() {
+                    break;
+                }
+            }
+            anyhow::Ok(())
+        };
+        let load = to
+            .docker
+            .import_image_stream(
+                ImportImageOptions {
+                    quiet: true,
+                    ..Default::default()
+                },
+                futures_util::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|chunk| (chunk, rx))
+                }),
+                None,
+            )
+            .try_collect::<Vec<_>>();
+        let (fed, loaded) = tokio::join!(feed, load);
+        fed?;
+        loaded.context("load the images")?;
+        Ok(())
+    }
+
+    pub async fn create_network_overlay(&self, name: &str, project: &str) -> anyhow::Result<()> {
+        let existing = self
+            .docker
+            .list_networks(Some(ListNetworksOptions {
+                filters: Some(HashMap::from([("name".to_owned(), vec![name.to_owned()])])),
+            }))
+            .await
+            .context("list networks")?;
+        if let Some(net) = existing.iter().find(|n| n.name.as_deref() == Some(name)) {
+            if owned_by(net.labels.as_ref(), project) && net.driver.as_deref() == Some("overlay") {
+                return Ok(());
+            }
+            bail!(
+                "a network named {name} exists and is not this stack's overlay network; remove or rename it"
+            );
+        }
+        self.docker
+            .create_network(NetworkCreateRequest {
+                name: name.to_owned(),
+                driver: Some("overlay".to_owned()),
+                attachable: Some(true),
+                labels: Some(project_labels(project)),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("create network {name}"))?;
+        Ok(())
+    }
+
+    /// The stack's swarm secrets (`configs` false) or configs (true): name and id.
+    pub async fn swarm_objects(
+        &self,
+        project: &str,
+        configs: bool,
+    ) -> anyhow::Result<HashMap<String, String>> {
+        let filters = Some(HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_PROJECT}={project}")],
+        )]));
+        Ok(if configs {
+            self.docker
+                .list_configs(Some(ListConfigsOptions { filters }))
+                .await
+                .context("list the swarm's configs")?
+                .into_iter()
+                .filter_map(|c| Some((c.spec?.name?, c.id?)))
+                .collect()
+        } else {
+            self.docker
+                .list_secrets(Some(ListSecretsOptions { filters }))
+                .await
+                .context("list the swarm's secrets")?
+                .into_iter()
+                .filter_map(|s| Some((s.spec?.name?, s.id?)))
+                .collect()
+        })
+    }
+
+    /// Creates a swarm secret (or config, when `config`) labelled as the stack's; returns its id.
+    pub async fn create_swarm_object(
+        &self,
+        name: &str,
+        project: &str,
+        data: &[u8],
+        config: bool,
+    ) -> anyhow::Result<String> {
+        use base64::Engine as _;
+        let data = Some(base64::engine::general_purpose::STANDARD.encode(data));
+        let labels = Some(project_labels(project));
+        let created = if config {
+            self.docker
+                .create_config(ConfigSpec {
+                    name: Some(name.to_owned()),
+                    labels,
+                    data,
+                    ..Default::default()
+                })
+                .await
+        } else {
+            self.docker
+                .create_secret(SecretSpec {
+                    name: Some(name.to_owned()),
+                    labels,
+                    data,
+                    ..Default::default()
+                })
+                .await
+        };
+        Ok(created.with_context(|| format!("create {name}"))?.id)
+    }
+
+    /// Removes a swarm secret or config; one still in use is kept (`Ok(false)`).
+    pub async fn remove_swarm_object(&self, id: &str, config: bool) -> anyhow::Result<bool> {
+        let removed = if config {
+            self.docker.delete_config(id).await
+        } else {
+            self.docker.delete_secret(id).await
+        };
+        match removed {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(true),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 400 | 409,
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("remove {id}")),
+        }
+    }
+
+    /// The stack's swarm services.
+    pub async fn services(&self, project: &str) -> anyhow::Result<Vec<SwarmService>> {
+        self.docker
+            .list_services(Some(ListServicesOptions {
+                filters: Some(HashMap::from([(
+                    "label".to_owned(),
+                    vec![format!("{LABEL_PROJECT}={project}")],
+                )])),
+                status: Some(true),
+            }))
+            .await
+            .context("list the stack's services")
+    }
+
+    /// Creates the service, or replaces its spec with `spec` (a rolling update as its update
+    /// configuration says).
+    pub async fn put_service(
+        &self,
+        existing: Option<&SwarmService>,
+        spec: ServiceSpec,
+    ) -> anyhow::Result<()> {
+        let name = spec.name.clone().unwrap_or_default();
+        match existing {
+            None => {
+                self.docker
+                    .create_service(spec, None)
+                    .await
+                    .with_context(|| format!("create service {name}"))?;
+            }
+            Some(service) => {
+                let version = service.version.as_ref().and_then(|v| v.index).unwrap_or(0);
+                self.docker
+                    .update_service(
+                        &name,
+                        spec,
+                        UpdateServiceOptions {
+                            version: i32::try_from(version).unwrap_or(i32::MAX),
+                            ..Default::default()
+                        },
+                        None,
+                    )
+                    .await
+                    .with_context(|| format!("update service {name}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn remove_service(&self, name: &str) -> anyhow::Result<()> {
+        match self.docker.delete_service(name).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("remove service {name}")),
+        }
+    }
+
+    /// A service's tasks (all of them, or those that should run).
+    pub async fn tasks(&self, service: &str, desired_running: bool) -> anyhow::Result<Vec<Task>> {
+        let mut filters = HashMap::from([("service".to_owned(), vec![service.to_owned()])]);
+        if desired_running {
+            filters.insert("desired-state".to_owned(), vec!["running".to_owned()]);
+        }
+        self.docker
+            .list_tasks(Some(ListTasksOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .with_context(|| format!("list the tasks of {service}"))
     }
 
     pub async fn update_node(&self, node: &Node, spec: NodeSpec) -> anyhow::Result<()> {

@@ -19,6 +19,7 @@ mod nginx;
 mod rollout;
 mod stack;
 mod state;
+mod swarm;
 mod ui;
 
 /// Stands up and runs the auth and payment services, their PostgreSQL databases and the nginx

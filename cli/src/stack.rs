@@ -82,6 +82,14 @@ impl App {
         }
     }
 
+    /// The service of its database.
+    pub fn database(self) -> Service {
+        match self {
+            Self::Auth => Service::AuthDb,
+            Self::Payments => Service::PaymentsDb,
+        }
+    }
+
     fn prefix(self) -> &'static str {
         match self {
             Self::Auth => "app_a",
@@ -396,7 +404,7 @@ impl Limits {
     }
 }
 
-fn health(test: &[&str], retries: i64, start_period_secs: i64) -> HealthConfig {
+pub fn health(test: &[&str], retries: i64, start_period_secs: i64) -> HealthConfig {
     HealthConfig {
         test: Some(test.iter().map(|s| (*s).to_owned()).collect()),
         interval: Some(2 * SECOND),
@@ -580,16 +588,21 @@ fn proxy(config: &StackConfig, image: &str, state_root: &Path) -> anyhow::Result
 
 /// Labels the body with the hash of everything else in it.
 fn finish(name: String, mut body: ContainerCreateBody) -> Spec {
-    // Maps in the body iterate in a different order in every process: sort before hashing.
-    let json = serde_json::to_value(&body)
-        .map(sorted)
-        .and_then(|v| serde_json::to_vec(&v))
-        .unwrap_or_default();
-    let hash = hex::encode(&Sha256::digest(&json)[..8]);
+    let hash = hash_of(&body);
     if let Some(labels) = body.labels.as_mut() {
         labels.insert(LABEL_CONFIG_HASH.to_owned(), hash.clone());
     }
     Spec { name, body, hash }
+}
+
+/// A short hash of the value's JSON, the same in every process.
+pub fn hash_of(value: &impl serde::Serialize) -> String {
+    // Maps iterate in a different order in every process: sort before hashing.
+    let json = serde_json::to_value(value)
+        .map(sorted)
+        .and_then(|v| serde_json::to_vec(&v))
+        .unwrap_or_default();
+    hex::encode(&Sha256::digest(&json)[..8])
 }
 
 /// `value` with every object's keys in sorted order.

@@ -1,7 +1,8 @@
-//! `stackctl cluster` against a real three-node swarm: three Docker engines, each in a network
-//! namespace of its own (`setup/cluster.sh`). Forming the swarm, running `init` again, adopting a
-//! node that left, refusing a node of another swarm, and a node's engine stopped and started.
-//! Needs root and the Docker engine, so it is ignored by default:
+//! stackctl against a real three-node swarm: three Docker engines, each in a network namespace
+//! of its own (`setup/cluster.sh`). Forming the swarm, running `init` again, adopting a node that
+//! left, refusing a node of another swarm, a node's engine stopped and started; and the stack on
+//! it: `up`, the API through the edge node over TLS, `ps`, `down --volumes` leaving nothing.
+//! Needs root and the Docker engine (and builds images), so it is ignored by default:
 //! `cargo test -p stackctl --test cluster -- --ignored` (setup/test.sh runs it).
 #![allow(clippy::unwrap_used)]
 
@@ -11,9 +12,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stackctl");
+/// The nodes' namespaces and addresses are fixed: one cluster at a time.
+static CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../setup/cluster.sh")
@@ -35,14 +38,15 @@ impl Drop for Nodes {
 }
 
 impl Nodes {
-    fn start() -> Self {
+    /// The nodes, with a stack.toml of `settings` and their `[cluster]` table.
+    fn start(settings: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let nodes = Self { dir };
         nodes.script(&["start"]);
         let table = std::fs::read_to_string(nodes.nodes_dir().join("cluster.toml")).unwrap();
         std::fs::write(
             nodes.dir.path().join("stack.toml"),
-            format!("project = \"cluster-e2e\"\n{table}"),
+            format!("{settings}\n{table}"),
         )
         .unwrap();
         nodes
@@ -67,6 +71,10 @@ impl Nodes {
     fn stackctl(&self, args: &[&str]) -> Output {
         Command::new(BIN)
             .current_dir(self.dir.path())
+            .env(
+                "STACKCTL_SOURCE_DIR",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+            )
             .args(args)
             .output()
             .unwrap()
@@ -148,7 +156,8 @@ fn texts(row: &Value, key: &str) -> Vec<String> {
 #[test]
 #[ignore = "needs root and the Docker engine; setup/test.sh runs it"]
 fn the_swarm_is_formed_adopted_and_watched() {
-    let nodes = Nodes::start();
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let nodes = Nodes::start("project = \"cluster-e2e\"");
 
     // Before: three engines that answer, in no swarm.
     let rows = nodes.status();
@@ -293,4 +302,206 @@ fn a_bad_cluster_table_is_refused_before_any_engine_is_asked() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("has no [cluster] table"), "{err}");
+}
+
+/// An answer of the API through the edge.
+struct Reply {
+    status: u16,
+    body: Value,
+}
+
+impl Nodes {
+    /// A request to the edge on node 1, over TLS verified against the stack's certificate
+    /// (issued for localhost).
+    fn https(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Reply {
+        let edge = std::fs::read_to_string(self.nodes_dir().join("edge-address")).unwrap();
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-w", "\n%{http_code}", "-X", method])
+            .arg("--resolve")
+            .arg(format!("localhost:28443:{}", edge.trim()))
+            .arg("--cacert")
+            .arg(self.dir.path().join(".stackctl/tls/cert.pem"));
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        if let Some(b) = body {
+            cmd.args([
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                &b.to_string(),
+            ]);
+        }
+        let out = cmd
+            .arg(format!("https://localhost:28443{path}"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+        Reply {
+            status: status.trim().parse().unwrap_or(0),
+            body: serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())),
+        }
+    }
+
+    fn ps(&self) -> Vec<Value> {
+        let (json, _) = self.ok(&["ps", "--json"]);
+        serde_json::from_str::<Value>(&json)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// What node `n` still holds of the stack: containers, volumes, networks, services,
+    /// secrets and configs labelled with its project.
+    fn leftovers(&self, n: u32) -> Vec<String> {
+        let label = "label=stackctl.project=cluster-stack";
+        let mut left = Vec::new();
+        for what in [
+            vec!["ps", "-a", "-q", "--filter", label],
+            vec!["volume", "ls", "-q", "--filter", label],
+            vec!["network", "ls", "-q", "--filter", label],
+            vec!["service", "ls", "-q", "--filter", label],
+            vec!["secret", "ls", "-q", "--filter", label],
+            vec!["config", "ls", "-q", "--filter", label],
+        ] {
+            let listed = self.docker(n, &what);
+            left.extend(listed.lines().map(|l| format!("{} {l}", what[0])));
+        }
+        left
+    }
+}
+
+const STACK: &str = "project = \"cluster-stack\"
+[ports]
+http = 28080
+https = 28443
+[services.auth]
+bcrypt_cost = 10
+[nginx]
+rate_limit_per_minute = 6000
+rate_limit_burst = 500
+login_rate_limit_per_minute = 6000
+login_rate_limit_burst = 500
+";
+
+#[test]
+#[ignore = "needs root and the Docker engine, and builds images; setup/test.sh runs it"]
+fn the_stack_runs_on_the_swarm_and_leaves_nothing_behind() {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let nodes = Nodes::start(STACK);
+    let err = nodes.fails(&["up"]);
+    assert!(err.contains("run `stackctl cluster init` first"), "{err}");
+    nodes.ok(&["cluster", "init"]);
+
+    let started = Instant::now();
+    let (_, said) = nodes.ok(&["up"]);
+    eprintln!(
+        "cold up on three nodes: {:.1} s\n{said}",
+        started.elapsed().as_secs_f64()
+    );
+    for n in 1..=3 {
+        assert!(said.contains(&format!("node {n}: loaded")), "{said}");
+    }
+
+    // Where it runs: each database on its labelled node, the edge on node 1, the instances
+    // spread over more than one node; every task healthy.
+    let tasks = nodes.ps();
+    let on = |service: &str| -> Vec<String> {
+        tasks
+            .iter()
+            .filter(|t| t["service"] == service)
+            .map(|t| t["node"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(on("auth-db"), ["stk-n1"], "{tasks:?}");
+    assert_eq!(on("payments-db"), ["stk-n2"], "{tasks:?}");
+    assert_eq!(on("nginx"), ["stk-n1"], "{tasks:?}");
+    for service in ["auth", "payments"] {
+        let mut hosts = on(service);
+        assert_eq!(hosts.len(), 2, "{service}: {tasks:?}");
+        hosts.dedup();
+        assert_eq!(
+            hosts.len(),
+            2,
+            "{service} instances share a node: {tasks:?}"
+        );
+    }
+    for task in &tasks {
+        assert_eq!(task["health"], "healthy", "{task}");
+    }
+
+    // The API through the edge node, over TLS.
+    let reg = nodes.https(
+        "POST",
+        "/a/auth/register",
+        None,
+        Some(&json!({"email": "swarm@example.com", "phone": "+256772555100", "password": "swarm-password"})),
+    );
+    assert_eq!(reg.status, 201, "{}", reg.body);
+    let login = nodes.https(
+        "POST",
+        "/a/auth/login",
+        None,
+        Some(&json!({"identifier": "swarm@example.com", "password": "swarm-password"})),
+    );
+    assert_eq!(login.status, 200, "{}", login.body);
+    let token = login.body["data"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let created = nodes.https(
+        "POST",
+        "/b/payments",
+        Some(&token),
+        Some(&json!({"amount": 1500, "currency": "KES", "paymentMethod": "MOBILE_MONEY", "customerPhone": "+254712345678"})),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let reference = created.body["data"]["payment"]["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let got = nodes.https(
+        "GET",
+        &format!("/b/payments/{reference}"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.body["data"]["payment"]["amount"], "1500.00");
+    // Both instances of each service answer through the edge.
+    for (path, service) in [("/a/health", "app_a"), ("/b/health", "app_b")] {
+        let seen: std::collections::BTreeSet<String> = (0..12)
+            .map(|_| {
+                nodes.https("GET", path, None, None).body["data"]["instance"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        let expected: std::collections::BTreeSet<String> =
+            [1, 2].iter().map(|i| format!("{service}.{i}")).collect();
+        assert_eq!(seen, expected, "{path}");
+    }
+    for path in ["/health/service_a", "/health/service_b"] {
+        let res = nodes.https("GET", path, None, None);
+        assert_eq!(res.status, 200, "{path}: {}", res.body);
+    }
+
+    // A second up changes nothing.
+    let started = Instant::now();
+    let (_, said) = nodes.ok(&["up"]);
+    eprintln!(
+        "warm up on three nodes: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    for word in ["loaded", "created", "updated", "removing"] {
+        assert!(!said.contains(word), "a second up did {word}:\n{said}");
+    }
+
+    nodes.ok(&["down", "--volumes", "--yes"]);
+    for n in 1..=3 {
+        assert_eq!(nodes.leftovers(n), Vec::<String>::new(), "node {n}");
+    }
 }

@@ -96,6 +96,7 @@ struct Row {
 
 pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let config = ctx.config()?;
+    super::single_host_only(&config, "backup")?;
     let root = ctx.base_dir().join(&config.backup.dir);
     match args.command {
         None => {

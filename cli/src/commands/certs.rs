@@ -16,6 +16,7 @@ pub struct Args {
 
 pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let config = ctx.config()?;
+    super::single_host_only(&config, "certs")?;
     let _lock = ctx.state.lock()?;
     let info = certs::ensure(&ctx.state, &config.tls.names, args.force)?;
     println!("certificate: {}", info.cert_path.display());

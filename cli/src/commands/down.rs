@@ -1,8 +1,12 @@
 //! `stackctl down`: stops and removes the stack's containers.
 
+use std::time::{Duration, Instant};
+
 use crate::{
+    cluster::Cluster,
     docker::Engine,
     stack::{self, NETWORK, Service},
+    swarm,
 };
 
 /// Stop and remove the stack's containers and network. Data volumes are kept unless --volumes.
@@ -33,6 +37,9 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         ))?
     {
         anyhow::bail!("nothing was removed");
+    }
+    if let Some(cluster) = &config.cluster {
+        return down_cluster(&args, ctx, &config.project, cluster).await;
     }
     let engine = Engine::connect().await?;
     let containers = stack::containers(&engine, &config.project).await?;
@@ -66,5 +73,92 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         }
     }
     ctx.ui.done();
+    Ok(())
+}
+
+/// `down` on a swarm: the services (edge first, databases last), then, once their containers
+/// have left every node, the network, secrets and configs, and what `--volumes` and `--images`
+/// ask for on every node.
+async fn down_cluster(
+    args: &Args,
+    ctx: &super::Ctx,
+    project: &str,
+    cluster: &Cluster,
+) -> anyhow::Result<()> {
+    let ui = &ctx.ui;
+    let nodes = swarm::Nodes::connect(cluster, ctx.base_dir()).await?;
+    let manager = nodes.manager();
+    for service in [
+        Service::Nginx,
+        Service::Payments,
+        Service::Auth,
+        Service::PaymentsDb,
+        Service::AuthDb,
+    ] {
+        let name = swarm::service_name(service);
+        if manager
+            .tasks(name, false)
+            .await
+            .is_ok_and(|t| !t.is_empty())
+        {
+            ui.step(&format!("removing service {name}"));
+        }
+        manager.remove_service(name).await?;
+    }
+    let spinner = ui.spinner("waiting for the services' containers to stop on every node");
+    let deadline = Instant::now() + stack::STOP_GRACE + Duration::from_secs(30);
+    for (i, engine) in nodes.reachable() {
+        while !engine.containers(project).await?.is_empty() {
+            if Instant::now() > deadline {
+                spinner.finish_and_clear();
+                anyhow::bail!(
+                    "containers of the stack still run on node {} after {} s; run `stackctl down` again",
+                    i + 1,
+                    (stack::STOP_GRACE + Duration::from_secs(30)).as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    spinner.finish_and_clear();
+    manager.remove_network(NETWORK, project).await?;
+    for config in [false, true] {
+        for (name, id) in manager.swarm_objects(project, config).await? {
+            if !manager.remove_swarm_object(&id, config).await? {
+                ui.detail(&format!(
+                    "{name} is still in use; run `stackctl down` again"
+                ));
+            }
+        }
+    }
+    for (i, engine) in nodes.reachable() {
+        if args.volumes {
+            for volume in engine.volumes(project).await? {
+                ui.step(&format!("node {}: deleting volume {volume}", i + 1));
+                engine.remove_volume(&volume).await?;
+            }
+        }
+        if args.images {
+            for image in engine.stack_images().await? {
+                ui.step(&format!("node {}: deleting image {image}", i + 1));
+                engine.remove_image(&image).await?;
+            }
+        }
+    }
+    if args.images {
+        // Where they were built.
+        let local = Engine::connect().await?;
+        for image in local.stack_images().await? {
+            ui.step(&format!("deleting image {image}"));
+            local.remove_image(&image).await?;
+        }
+    }
+    for (i, why) in nodes.unreachable() {
+        ui.detail(&format!(
+            "node {} does not answer; what it holds stays until `stackctl down` reaches it ({why})",
+            i + 1
+        ));
+    }
+    ui.done();
     Ok(())
 }

@@ -54,6 +54,7 @@ const COLOURS: [console::Color; 6] = [
 
 pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let config = ctx.config()?;
+    super::single_host_only(&config, "logs")?;
     let engine = Engine::connect().await?;
     let mut names: Vec<String> = engine
         .containers(&config.project)

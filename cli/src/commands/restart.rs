@@ -23,6 +23,7 @@ pub struct Args {
 
 pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let config = ctx.config()?;
+    super::single_host_only(&config, "restart")?;
     let _lock = if args.dry_run {
         None
     } else {

@@ -46,6 +46,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let app = args.service;
     let label = app.service().label();
     let config = ctx.config()?;
+    super::single_host_only(&config, "restore")?;
     let root = ctx.base_dir().join(&config.backup.dir);
     let _lock = ctx.state.lock()?;
     for line in backup::sweep(&root, app)? {

@@ -31,6 +31,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let app = args.service;
     let label = app.service().label();
     let mut config = ctx.config()?;
+    super::single_host_only(&config, "scale")?;
     let from = config.instances(app);
     config.set_instances(app, args.instances);
     let _lock = if args.dry_run {

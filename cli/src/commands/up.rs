@@ -6,6 +6,7 @@ use anyhow::Context;
 
 use crate::{
     certs,
+    cluster::{Cluster, NodeLabel},
     config::StackConfig,
     database,
     docker::{Engine, Health},
@@ -13,6 +14,7 @@ use crate::{
     rollout::{self, Replace, Rollout},
     stack::{self, App, NETWORK, Outcome, PROXY, Plan, Service, Spec},
     state::write_with_mode,
+    swarm,
     ui::Ui,
 };
 
@@ -28,6 +30,9 @@ pub struct Args {}
 pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let config = ctx.config()?;
     let _lock = ctx.state.lock()?;
+    if let Some(cluster) = &config.cluster {
+        return up_cluster(ctx, &config, cluster).await;
+    }
     let ui = &ctx.ui;
     let engine = Engine::connect().await?;
     check_ports(&engine, &config).await?;
@@ -64,8 +69,8 @@ pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     reconcile_group(&engine, &config, &plan.databases, ui).await?;
     // The services connect as roles of their own, not as the clusters' superusers.
     for app in App::ALL {
-        database::of(app)
-            .ensure_app_role(&engine, secrets.app_password(app))
+        let db = database::of(app);
+        db.ensure_app_role(&engine, db.container, secrets.app_password(app))
             .await?;
     }
     // With the edge serving, instances change one at a time behind it, so an update fails no
@@ -113,6 +118,89 @@ pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     print_urls(&config);
     ui.done();
     Ok(())
+}
+
+/// `up` on a swarm: images built here and loaded into the nodes, then the services in start
+/// order (databases, their roles, auth and payments, the edge), each waited for until its tasks
+/// run healthy. A service whose settings did not change is left alone; one that did is updated
+/// by swarm, a task at a time, new before old for the services.
+async fn up_cluster(
+    ctx: &super::Ctx,
+    config: &StackConfig,
+    cluster: &Cluster,
+) -> anyhow::Result<()> {
+    let ui = &ctx.ui;
+    let nodes = swarm::Nodes::connect(cluster, ctx.base_dir()).await?;
+    let local = Engine::connect()
+        .await
+        .context("the images are built on this machine's engine before they go to the nodes")?;
+    let secrets = ctx.state.secrets()?;
+    let cert = certs::ensure(&ctx.state, &config.tls.names, false)?;
+    if cert.renewed {
+        ui.step(&format!("new TLS certificate {}", cert.cert_path.display()));
+    }
+    let tags = images::ensure(&local, config, ui).await?;
+    let ids = swarm::image_ids(&local, &tags).await?;
+    swarm::ship(&local, &nodes, &tags, ui).await?;
+
+    let manager = nodes.manager();
+    let project = &config.project;
+    manager.create_network_overlay(NETWORK, project).await?;
+    let site = nginx::render_site(&nginx::template(config, ctx.base_dir())?, config)?;
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let objects = swarm::objects(
+        &secrets,
+        &site,
+        &read(&cert.cert_path)?,
+        &read(&cert.key_path)?,
+    );
+    let refs = swarm::ensure_objects(manager, project, &objects).await?;
+    let images = swarm::Images {
+        tags: &tags,
+        ids: &ids,
+    };
+    let plan = swarm::SwarmPlan::new(config, &images, &refs)?;
+
+    swarm::put(manager, project, &plan.databases, ui).await?;
+    swarm::wait_converged(manager, project, &names(&plan.databases), ui).await?;
+    // The services connect as roles of their own, not as the clusters' superusers.
+    for app in App::ALL {
+        let db = database::of(app);
+        let at = swarm::running_container(&nodes, swarm::service_name(app.database())).await?;
+        db.ensure_app_role(at.engine, &at.container, secrets.app_password(app))
+            .await?;
+    }
+    swarm::put(manager, project, &plan.apps, ui).await?;
+    swarm::wait_converged(manager, project, &names(&plan.apps), ui).await?;
+    let edge = std::slice::from_ref(&plan.edge);
+    swarm::put(manager, project, edge, ui).await?;
+    swarm::wait_converged(manager, project, &names(edge), ui).await?;
+
+    let wanted = plan.names();
+    for service in manager.services(project).await? {
+        let name = service.spec.and_then(|s| s.name).unwrap_or_default();
+        if !wanted.contains(&name) {
+            ui.step(&format!("removing service {name}"));
+            manager.remove_service(&name).await?;
+        }
+    }
+    swarm::remove_stale_objects(manager, &refs).await?;
+
+    for node in cluster.nodes.iter().filter(|n| n.has(NodeLabel::Edge)) {
+        let host = node
+            .advertise()
+            .map_or_else(|| node.engine.clone(), |a| a.to_string());
+        let base = format!("https://{host}:{}", config.ports.https);
+        println!("edge:      {base}/a/  {base}/b/   (docs {base}/a/docs, {base}/b/docs)");
+    }
+    ui.done();
+    Ok(())
+}
+
+fn names(specs: &[bollard::models::ServiceSpec]) -> Vec<String> {
+    specs.iter().filter_map(|s| s.name.clone()).collect()
 }
 
 /// The edge as `up` makes it.

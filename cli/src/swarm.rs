@@ -1,0 +1,954 @@
+//! The stack as Docker Swarm services on the `[cluster]` nodes. The same containers as on one
+//! host, as services: each database pinned to its labelled node with its volume, the
+//! application instances spread over the nodes, the edge on the `edge` nodes with its ports
+//! published on the node itself (no routing mesh: it needs IPVS and hides client addresses), all
+//! on one overlay network. Secrets are swarm secrets mounted as files, named after their content
+//! (swarm never changes one's data: a new value is a new secret). Images are referenced by id,
+//! so no node ever asks a registry.
+
+use std::{collections::HashMap, path::Path, time::Duration};
+
+use anyhow::{Context, bail};
+use bollard::models::{
+    EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
+    EndpointSpec, EndpointSpecModeEnum, Limit, Mount, MountTmpfsOptions, MountType,
+    MountVolumeOptions, NetworkAttachmentConfig, Service as SwarmService, ServiceSpec,
+    ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecRollbackConfig,
+    ServiceSpecRollbackConfigFailureActionEnum, ServiceSpecRollbackConfigOrderEnum,
+    ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
+    ServiceSpecUpdateConfigOrderEnum, ServiceUpdateStatusStateEnum, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile,
+    TaskSpecContainerSpecFile1, TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecResources,
+    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    cluster::{Cluster, NodeLabel},
+    config::StackConfig,
+    database,
+    docker::{Engine, LABEL_CONFIG_HASH, LABEL_PROJECT, LABEL_SERVICE},
+    images::ImageSet,
+    stack::{self, AUTH_ALIAS, App, HEALTH_TIMEOUT, NETWORK, PROXY, STOP_GRACE, Service},
+    state::Secrets,
+    ui::Ui,
+};
+
+/// The label that keeps an image's readable tag beside the id the service runs.
+pub const LABEL_IMAGE: &str = "stackctl.image";
+const SECOND: i64 = 1_000_000_000;
+/// Where an application instance finds its secrets, and who may read them (the services run
+/// as nobody).
+const SECRETS_DIR: &str = "/run/secrets";
+const NOBODY: &str = "65534";
+
+/// The swarm service of each of the stack's services.
+pub fn service_name(service: Service) -> &'static str {
+    match service {
+        Service::Auth => "app_a",
+        Service::Payments => "app_b",
+        Service::AuthDb => "auth-db",
+        Service::PaymentsDb => "payments-db",
+        Service::Nginx => PROXY,
+    }
+}
+
+/// The cluster's engines as stackctl reaches them.
+pub struct Nodes {
+    /// In `[cluster]`'s order; an engine that did not answer is why.
+    engines: Vec<Result<Engine, String>>,
+    /// The swarm node id of each engine that answered and is in the swarm.
+    ids: Vec<Option<String>>,
+    manager: usize,
+}
+
+impl Nodes {
+    /// Connects to every node; refuses when no manager of the swarm answers.
+    pub async fn connect(cluster: &Cluster, base_dir: &Path) -> anyhow::Result<Self> {
+        let engines: Vec<Result<Engine, String>> = futures_util::future::join_all(
+            cluster
+                .nodes
+                .iter()
+                .map(|node| Engine::connect_node(node, base_dir)),
+        )
+        .await
+        .into_iter()
+        .map(|e| e.map_err(|e| format!("{e:#}")))
+        .collect();
+        let mut ids = Vec::new();
+        let mut manager = None;
+        for engine in &engines {
+            let info = match engine {
+                Ok(engine) => Some(engine.swarm().await?),
+                Err(_) => None,
+            };
+            let info = info.unwrap_or_default();
+            if manager.is_none() && info.control_available == Some(true) {
+                manager = Some(ids.len());
+            }
+            ids.push(info.node_id.filter(|id| !id.is_empty()));
+        }
+        let Some(manager) = manager else {
+            let why: Vec<String> = engines
+                .iter()
+                .enumerate()
+                .map(|(i, e)| match e {
+                    Ok(_) => format!("node {}: answers, not a manager", i + 1),
+                    Err(e) => format!("node {}: {e}", i + 1),
+                })
+                .collect();
+            bail!(
+                "no node answers as a swarm manager (run `stackctl cluster init` first):\n  {}",
+                why.join("\n  ")
+            );
+        };
+        Ok(Self {
+            engines,
+            ids,
+            manager,
+        })
+    }
+
+    /// A manager's engine: services, secrets and the swarm's view go through it.
+    pub fn manager(&self) -> &Engine {
+        match &self.engines[self.manager] {
+            Ok(engine) => engine,
+            Err(_) => unreachable!("the manager is a node that answered"),
+        }
+    }
+
+    /// The engines that answered, with their place in `[cluster]`.
+    pub fn reachable(&self) -> impl Iterator<Item = (usize, &Engine)> {
+        self.engines
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().ok().map(|e| (i, e)))
+    }
+
+    /// Nodes whose engine did not answer, and why.
+    pub fn unreachable(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.engines
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().err().map(|e| (i, e.as_str())))
+    }
+
+    /// The engine of the swarm node with this id, when it answered.
+    pub fn of_node(&self, node_id: &str) -> Option<&Engine> {
+        let i = self
+            .ids
+            .iter()
+            .position(|id| id.as_deref() == Some(node_id))?;
+        self.engines[i].as_ref().ok()
+    }
+}
+
+/// Whether a swarm object is a secret (encrypted, for credentials) or a config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Secret,
+    Config,
+}
+
+/// A secret or config the services mount.
+#[derive(Debug, Clone)]
+pub struct Object {
+    /// What it holds, in its name: `jwt`, `site`.
+    pub role: &'static str,
+    pub kind: Kind,
+    pub data: Vec<u8>,
+}
+
+impl Object {
+    /// `<project>_<role>_<content hash>`: a new value is a new object.
+    pub fn name(&self, project: &str) -> String {
+        let hash = hex::encode(&Sha256::digest(&self.data)[..6]);
+        format!("{project}_{}_{hash}", self.role)
+    }
+}
+
+/// Everything the services mount: credentials as secrets, the edge's site, routes and
+/// certificate as configs.
+pub fn objects(secrets: &Secrets, site: &str, cert_pem: &[u8], key_pem: &[u8]) -> Vec<Object> {
+    let secret = |role, data: &[u8]| Object {
+        role,
+        kind: Kind::Secret,
+        data: data.to_vec(),
+    };
+    let config = |role, data: &[u8]| Object {
+        role,
+        kind: Kind::Config,
+        data: data.to_vec(),
+    };
+    vec![
+        secret("jwt", secrets.jwt_secret.as_bytes()),
+        secret("webhook", secrets.webhook_secret.as_bytes()),
+        secret("auth-db-password", secrets.auth_db_password.as_bytes()),
+        secret(
+            "payments-db-password",
+            secrets.payments_db_password.as_bytes(),
+        ),
+        secret(
+            "auth-database-url",
+            database_url(App::Auth, secrets).as_bytes(),
+        ),
+        secret(
+            "payments-database-url",
+            database_url(App::Payments, secrets).as_bytes(),
+        ),
+        secret("tls-key", key_pem),
+        config("tls-cert", cert_pem),
+        config("site", site.as_bytes()),
+        config("routes", routes().as_bytes()),
+    ]
+}
+
+fn database_url(app: App, secrets: &Secrets) -> String {
+    let db = database::of(app);
+    format!(
+        "postgres://{}:{}@{}:{}/{}",
+        db.app_role,
+        secrets.app_password(app),
+        db.container,
+        database::PORT,
+        db.name
+    )
+}
+
+/// The edge's routes on a swarm: every healthy task of each service, as Docker's DNS lists
+/// them (`tasks.<service>`), re-read by the edge every second.
+pub fn routes() -> String {
+    let mut text = String::from(
+        "# Written by stackctl: on a swarm the edge routes each service to its healthy tasks.\n",
+    );
+    for app in App::ALL {
+        text.push_str(&format!(
+            "{} tasks.{}:{}\n",
+            app.service().label(),
+            service_name(app.service()),
+            app.port()
+        ));
+    }
+    text
+}
+
+/// An object as the swarm has it: services name it by both.
+struct Ref {
+    name: String,
+    id: String,
+}
+
+/// The swarm's names and ids of the stack's objects, by role.
+pub struct Refs {
+    project: String,
+    by_role: HashMap<&'static str, Ref>,
+}
+
+impl Refs {
+    fn get(&self, role: &str) -> anyhow::Result<&Ref> {
+        self.by_role
+            .get(role)
+            .with_context(|| format!("no swarm object for {role} in stack {}", self.project))
+    }
+
+    /// A secret mounted at `target` (relative: under /run/secrets), readable by `uid` only.
+    fn secret(
+        &self,
+        role: &str,
+        target: &str,
+        uid: &str,
+    ) -> anyhow::Result<TaskSpecContainerSpecSecrets> {
+        let Ref { name, id } = self.get(role)?;
+        Ok(TaskSpecContainerSpecSecrets {
+            file: Some(TaskSpecContainerSpecFile {
+                name: Some(target.to_owned()),
+                uid: Some(uid.to_owned()),
+                gid: Some(uid.to_owned()),
+                mode: Some(0o400),
+            }),
+            secret_id: Some(id.clone()),
+            secret_name: Some(name.clone()),
+        })
+    }
+
+    fn config(&self, role: &str, target: &str) -> anyhow::Result<TaskSpecContainerSpecConfigs> {
+        let Ref { name, id } = self.get(role)?;
+        Ok(TaskSpecContainerSpecConfigs {
+            file: Some(TaskSpecContainerSpecFile1 {
+                name: Some(target.to_owned()),
+                uid: Some("0".to_owned()),
+                gid: Some("0".to_owned()),
+                mode: Some(0o444),
+            }),
+            config_id: Some(id.clone()),
+            config_name: Some(name.clone()),
+            ..Default::default()
+        })
+    }
+}
+
+/// Creates the objects the swarm lacks; returns every object's name and id.
+pub async fn ensure_objects(
+    manager: &Engine,
+    project: &str,
+    objects: &[Object],
+) -> anyhow::Result<Refs> {
+    let secrets = manager.swarm_objects(project, false).await?;
+    let configs = manager.swarm_objects(project, true).await?;
+    let mut by_role = HashMap::new();
+    for object in objects {
+        let name = object.name(project);
+        let existing = match object.kind {
+            Kind::Secret => secrets.get(&name),
+            Kind::Config => configs.get(&name),
+        };
+        let id = match existing {
+            Some(id) => id.clone(),
+            None => {
+                manager
+                    .create_swarm_object(&name, project, &object.data, object.kind == Kind::Config)
+                    .await?
+            }
+        };
+        by_role.insert(object.role, Ref { name, id });
+    }
+    Ok(Refs {
+        project: project.to_owned(),
+        by_role,
+    })
+}
+
+/// Removes the stack's secrets and configs that no service uses any more (those of an
+/// earlier value); one still in use by a task on its way out stays until the next `up`.
+pub async fn remove_stale_objects(manager: &Engine, refs: &Refs) -> anyhow::Result<()> {
+    let current: Vec<&str> = refs.by_role.values().map(|r| r.name.as_str()).collect();
+    for config in [false, true] {
+        for (name, id) in manager.swarm_objects(&refs.project, config).await? {
+            if !current.contains(&name.as_str()) {
+                manager.remove_swarm_object(&id, config).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The images the services run: their ids, with the tags they were built as.
+pub struct Images<'a> {
+    pub tags: &'a ImageSet,
+    pub ids: &'a ImageSet,
+}
+
+impl<'a> Images<'a> {
+    /// The image a service runs: its id, and the tag it was built as.
+    fn of(&self, service: Service) -> ServiceImage<'a> {
+        let pick = |set: &'a ImageSet| match service {
+            Service::Auth => set.auth.as_str(),
+            Service::Payments => set.payments.as_str(),
+            Service::AuthDb | Service::PaymentsDb => set.postgres.as_str(),
+            Service::Nginx => set.nginx.as_str(),
+        };
+        ServiceImage {
+            id: pick(self.ids),
+            tag: pick(self.tags),
+        }
+    }
+}
+
+struct ServiceImage<'a> {
+    id: &'a str,
+    tag: &'a str,
+}
+
+/// The ids of the images `tags` names, on the engine that built them.
+pub async fn image_ids(engine: &Engine, tags: &ImageSet) -> anyhow::Result<ImageSet> {
+    Ok(ImageSet {
+        postgres: engine.image_id(&tags.postgres).await?,
+        nginx: engine.image_id(&tags.nginx).await?,
+        auth: engine.image_id(&tags.auth).await?,
+        payments: engine.image_id(&tags.payments).await?,
+    })
+}
+
+/// Loads the images into every node that answers and lacks one, streamed from the engine that
+/// built them (`docker save | docker load`), so no node ever looks for a registry. A node that
+/// does not answer gets them on the next `up`.
+pub async fn ship(local: &Engine, nodes: &Nodes, tags: &ImageSet, ui: &Ui) -> anyhow::Result<()> {
+    for (i, engine) in nodes.reachable() {
+        let mut missing = Vec::new();
+        for tag in tags.all() {
+            if !engine.image_exists(tag).await? {
+                missing.push(tag);
+            }
+        }
+        if missing.is_empty() {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let bar = ui.bytes(&format!("images to node {}", i + 1));
+        let mut copied = 0;
+        local
+            .copy_images(&missing, engine, |n| {
+                copied = n;
+                bar.set_position(n);
+            })
+            .await
+            .with_context(|| format!("load the images into node {}", i + 1))?;
+        bar.finish_and_clear();
+        ui.step(&format!(
+            "node {}: loaded {} ({:.0} MB in {:.1}s)",
+            i + 1,
+            missing.join(", "),
+            copied as f64 / 1e6,
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    for (i, why) in nodes.unreachable() {
+        ui.detail(&format!(
+            "node {} does not answer; it gets the images on the next `up` ({why})",
+            i + 1
+        ));
+    }
+    Ok(())
+}
+
+/// The stack's services, in start order: databases, auth, payments, the edge.
+pub struct SwarmPlan {
+    pub databases: Vec<ServiceSpec>,
+    pub apps: Vec<ServiceSpec>,
+    pub edge: ServiceSpec,
+}
+
+impl SwarmPlan {
+    pub fn new(config: &StackConfig, images: &Images, refs: &Refs) -> anyhow::Result<Self> {
+        Ok(Self {
+            databases: vec![
+                database_spec(config, App::Auth, images, refs)?,
+                database_spec(config, App::Payments, images, refs)?,
+            ],
+            apps: vec![
+                app_spec(config, App::Auth, images, refs)?,
+                app_spec(config, App::Payments, images, refs)?,
+            ],
+            edge: edge_spec(config, images, refs)?,
+        })
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.databases
+            .iter()
+            .chain(&self.apps)
+            .chain([&self.edge])
+            .filter_map(|s| s.name.clone())
+            .collect()
+    }
+}
+
+/// What one service's tasks are like; `service` fills in the rest.
+struct Shape {
+    service: Service,
+    container: TaskSpecContainerSpec,
+    mode: ServiceSpecMode,
+    constraints: Vec<String>,
+    memory_mb: u32,
+    /// Start the new task before the old one stops (a rolling update without a gap); else stop
+    /// first (a database's volume, the edge's host ports).
+    start_first: bool,
+    aliases: Vec<String>,
+    ports: Vec<EndpointPortConfig>,
+}
+
+fn service_spec(config: &StackConfig, shape: Shape) -> ServiceSpec {
+    let name = service_name(shape.service);
+    let labels = HashMap::from([
+        (LABEL_PROJECT.to_owned(), config.project.clone()),
+        (LABEL_SERVICE.to_owned(), shape.service.label().to_owned()),
+    ]);
+    let mut container_labels = shape.container.labels.clone().unwrap_or_default();
+    container_labels.extend(labels.clone());
+    let (update_order, rollback_order) = if shape.start_first {
+        (
+            ServiceSpecUpdateConfigOrderEnum::START_FIRST,
+            ServiceSpecRollbackConfigOrderEnum::START_FIRST,
+        )
+    } else {
+        (
+            ServiceSpecUpdateConfigOrderEnum::STOP_FIRST,
+            ServiceSpecRollbackConfigOrderEnum::STOP_FIRST,
+        )
+    };
+    let mut spec = ServiceSpec {
+        name: Some(name.to_owned()),
+        labels: Some(labels),
+        task_template: Some(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                labels: Some(container_labels),
+                read_only: Some(true),
+                stop_grace_period: Some(i64::try_from(STOP_GRACE.as_secs()).unwrap_or(15) * SECOND),
+                ..shape.container
+            }),
+            resources: Some(TaskSpecResources {
+                limits: Some(Limit {
+                    memory_bytes: Some(i64::from(shape.memory_mb) * 1024 * 1024),
+                    pids: Some(i64::from(config.resources.pids)),
+                    nano_cpus: None,
+                }),
+                ..Default::default()
+            }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
+                delay: Some(2 * SECOND),
+                max_attempts: Some(0),
+                window: None,
+            }),
+            placement: Some(TaskSpecPlacement {
+                constraints: Some(shape.constraints),
+                ..Default::default()
+            }),
+            networks: Some(vec![NetworkAttachmentConfig {
+                target: Some(NETWORK.to_owned()),
+                aliases: Some(shape.aliases),
+                driver_opts: None,
+            }]),
+            ..Default::default()
+        }),
+        mode: Some(shape.mode),
+        update_config: Some(ServiceSpecUpdateConfig {
+            parallelism: Some(1),
+            delay: Some(0),
+            failure_action: Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK),
+            monitor: Some(5 * SECOND),
+            max_failure_ratio: Some(0.0),
+            order: Some(update_order),
+        }),
+        rollback_config: Some(ServiceSpecRollbackConfig {
+            parallelism: Some(1),
+            delay: Some(0),
+            failure_action: Some(ServiceSpecRollbackConfigFailureActionEnum::PAUSE),
+            monitor: Some(5 * SECOND),
+            max_failure_ratio: Some(0.0),
+            order: Some(rollback_order),
+        }),
+        endpoint_spec: Some(EndpointSpec {
+            // No virtual IP: that needs IPVS, which not every kernel has.
+            mode: Some(EndpointSpecModeEnum::DNSRR),
+            ports: (!shape.ports.is_empty()).then_some(shape.ports),
+        }),
+        ..Default::default()
+    };
+    let hash = stack::hash_of(&spec);
+    if let Some(labels) = spec.labels.as_mut() {
+        labels.insert(LABEL_CONFIG_HASH.to_owned(), hash);
+    }
+    spec
+}
+
+fn replicated(n: u32) -> ServiceSpecMode {
+    ServiceSpecMode {
+        replicated: Some(ServiceSpecModeReplicated {
+            replicas: Some(i64::from(n)),
+        }),
+        ..Default::default()
+    }
+}
+
+fn on(label: NodeLabel) -> String {
+    format!("node.labels.{}==true", label.key())
+}
+
+fn tmpfs(paths: &[&str]) -> Vec<Mount> {
+    paths
+        .iter()
+        .map(|path| Mount {
+            target: Some((*path).to_owned()),
+            typ: Some(MountType::TMPFS),
+            tmpfs_options: Some(MountTmpfsOptions {
+                size_bytes: Some(64 * 1024 * 1024),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn image_labels(tag: &str) -> Option<HashMap<String, String>> {
+    Some(HashMap::from([(LABEL_IMAGE.to_owned(), tag.to_owned())]))
+}
+
+fn strings(items: &[&str]) -> Option<Vec<String>> {
+    Some(items.iter().map(|s| (*s).to_owned()).collect())
+}
+
+fn database_spec(
+    config: &StackConfig,
+    app: App,
+    images: &Images,
+    refs: &Refs,
+) -> anyhow::Result<ServiceSpec> {
+    let db = database::of(app);
+    let service = app.database();
+    let label = match app {
+        App::Auth => NodeLabel::AuthDb,
+        App::Payments => NodeLabel::PaymentsDb,
+    };
+    let image = images.of(service);
+    let mut mounts = vec![Mount {
+        target: Some("/var/lib/postgresql/data".to_owned()),
+        source: Some(stack::volume_name(&config.project, service)),
+        typ: Some(MountType::VOLUME),
+        volume_options: Some(MountVolumeOptions {
+            labels: Some(crate::docker::project_labels(&config.project)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    mounts.extend(tmpfs(&["/run/postgresql", "/tmp"]));
+    Ok(service_spec(
+        config,
+        Shape {
+            service,
+            container: TaskSpecContainerSpec {
+                image: Some(image.id.to_owned()),
+                labels: image_labels(image.tag),
+                hostname: Some(db.container.to_owned()),
+                env: Some(vec![
+                    format!("POSTGRES_USER={}", db.superuser),
+                    format!("POSTGRES_PASSWORD_FILE={SECRETS_DIR}/db-password"),
+                    format!("POSTGRES_DB={}", db.name),
+                ]),
+                mounts: Some(mounts),
+                health_check: Some(stack::health(
+                    &[
+                        "CMD",
+                        "pg_isready",
+                        "-h",
+                        "127.0.0.1",
+                        "-U",
+                        db.superuser,
+                        "-d",
+                        db.name,
+                    ],
+                    30,
+                    60,
+                )),
+                secrets: Some(vec![refs.secret(
+                    &format!("{}-password", service.label()),
+                    "db-password",
+                    "0",
+                )?]),
+                // The entrypoint makes the data and socket folders its own, then drops to postgres.
+                capability_drop: strings(&["ALL"]),
+                capability_add: strings(&["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"]),
+                ..Default::default()
+            },
+            mode: replicated(1),
+            constraints: vec![on(label)],
+            memory_mb: config.resources.database_memory_mb,
+            start_first: false,
+            aliases: vec![db.container.to_owned()],
+            ports: Vec::new(),
+        },
+    ))
+}
+
+fn app_spec(
+    config: &StackConfig,
+    app: App,
+    images: &Images,
+    refs: &Refs,
+) -> anyhow::Result<ServiceSpec> {
+    let service_kind = app.service();
+    let image = images.of(service_kind);
+    let port = app.port();
+    let mut env = vec![
+        format!("PORT={port}"),
+        format!("DATABASE_URL_FILE={SECRETS_DIR}/database-url"),
+        "RUST_LOG=info".to_owned(),
+    ];
+    let url_role = format!("{}-database-url", service_kind.label());
+    let mut secrets = vec![refs.secret(&url_role, "database-url", NOBODY)?];
+    let mut aliases = Vec::new();
+    match app {
+        App::Auth => {
+            let auth = &config.services.auth;
+            env.extend([
+                format!("JWT_SECRET_FILE={SECRETS_DIR}/jwt"),
+                format!("BCRYPT_COST={}", auth.bcrypt_cost),
+                format!("ACCESS_TOKEN_TTL_SECS={}", auth.access_token_ttl_secs),
+                format!("REFRESH_TOKEN_TTL_SECS={}", auth.refresh_token_ttl_secs),
+            ]);
+            secrets.push(refs.secret("jwt", "jwt", NOBODY)?);
+            aliases.push(AUTH_ALIAS.to_owned());
+        }
+        App::Payments => {
+            env.extend([
+                format!("WEBHOOK_SECRET_FILE={SECRETS_DIR}/webhook"),
+                format!("AUTH_SERVICE_URL=http://{AUTH_ALIAS}:{}", App::Auth.port()),
+                format!(
+                    "AUTH_CACHE_SECS={}",
+                    config.services.payments.auth_cache_secs
+                ),
+            ]);
+            secrets.push(refs.secret("webhook", "webhook", NOBODY)?);
+        }
+    }
+    Ok(service_spec(
+        config,
+        Shape {
+            service: service_kind,
+            container: TaskSpecContainerSpec {
+                image: Some(image.id.to_owned()),
+                labels: image_labels(image.tag),
+                // The instance's name in its answers and logs: app_a.2.
+                hostname: Some("{{.Service.Name}}.{{.Task.Slot}}".to_owned()),
+                env: Some(env),
+                health_check: Some(stack::health(&["CMD", "/service", "healthcheck"], 3, 30)),
+                secrets: Some(secrets),
+                capability_drop: strings(&["ALL"]),
+                ..Default::default()
+            },
+            mode: replicated(config.instances(app)),
+            constraints: Vec::new(),
+            memory_mb: config.resources.service_memory_mb,
+            start_first: true,
+            aliases,
+            ports: Vec::new(),
+        },
+    ))
+}
+
+fn edge_spec(config: &StackConfig, images: &Images, refs: &Refs) -> anyhow::Result<ServiceSpec> {
+    let image = images.of(Service::Nginx);
+    let publish = |target: u16, published: u16| EndpointPortConfig {
+        protocol: Some(EndpointPortConfigProtocolEnum::TCP),
+        target_port: Some(i64::from(target)),
+        published_port: Some(i64::from(published)),
+        publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
+        name: None,
+    };
+    Ok(service_spec(
+        config,
+        Shape {
+            service: Service::Nginx,
+            container: TaskSpecContainerSpec {
+                image: Some(image.id.to_owned()),
+                labels: image_labels(image.tag),
+                hostname: Some(PROXY.to_owned()),
+                mounts: Some(tmpfs(&[
+                    "/run",
+                    "/tmp",
+                    "/var/lib/nginx",
+                    "/var/log/nginx",
+                    "/etc/nginx/conf.d",
+                ])),
+                health_check: Some(stack::health(
+                    &["CMD", "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/443"],
+                    5,
+                    10,
+                )),
+                secrets: Some(vec![refs.secret(
+                    "tls-key",
+                    "/etc/nginx/tls/key.pem",
+                    "0",
+                )?]),
+                configs: Some(vec![
+                    refs.config("tls-cert", "/etc/nginx/tls/cert.pem")?,
+                    refs.config("site", "/etc/nginx/site/stack.conf")?,
+                    refs.config("routes", "/etc/nginx/site/routes")?,
+                ]),
+                capability_drop: strings(&["ALL"]),
+                capability_add: strings(&[
+                    "CHOWN",
+                    "DAC_OVERRIDE",
+                    "NET_BIND_SERVICE",
+                    "SETGID",
+                    "SETUID",
+                ]),
+                ..Default::default()
+            },
+            // One on every edge node.
+            mode: ServiceSpecMode {
+                global: Some(HashMap::new()),
+                ..Default::default()
+            },
+            constraints: vec![on(NodeLabel::Edge)],
+            memory_mb: config.resources.edge_memory_mb,
+            start_first: false,
+            aliases: vec![PROXY.to_owned()],
+            ports: vec![
+                publish(80, config.ports.http),
+                publish(443, config.ports.https),
+            ],
+        },
+    ))
+}
+
+/// Creates or updates the services whose spec changed; the others are left alone.
+pub async fn put(
+    manager: &Engine,
+    project: &str,
+    specs: &[ServiceSpec],
+    ui: &Ui,
+) -> anyhow::Result<()> {
+    let existing = manager.services(project).await?;
+    for spec in specs {
+        let name = spec.name.clone().unwrap_or_default();
+        let current = existing
+            .iter()
+            .find(|s| s.spec.as_ref().and_then(|s| s.name.as_ref()) == Some(&name));
+        let hash = |s: &ServiceSpec| {
+            s.labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_CONFIG_HASH))
+                .cloned()
+        };
+        if let Some(current) = current
+            && current.spec.as_ref().and_then(hash) == hash(spec)
+        {
+            continue;
+        }
+        manager.put_service(current, spec.clone()).await?;
+        ui.step(&format!(
+            "{} service {name}",
+            if current.is_some() {
+                "updated"
+            } else {
+                "created"
+            }
+        ));
+    }
+    Ok(())
+}
+
+/// Waits until every named service runs all its tasks, healthy, with no update in progress;
+/// a failed update (rolled back) or tasks that keep failing are errors that say why.
+pub async fn wait_converged(
+    manager: &Engine,
+    project: &str,
+    names: &[String],
+    ui: &Ui,
+) -> anyhow::Result<()> {
+    let spinner = ui.spinner(&format!("waiting for {} to run healthy", names.join(", ")));
+    let deadline = tokio::time::Instant::now() + HEALTH_TIMEOUT;
+    loop {
+        let services = manager.services(project).await?;
+        let mut pending = Vec::new();
+        for name in names {
+            let service = services
+                .iter()
+                .find(|s| s.spec.as_ref().and_then(|s| s.name.as_ref()) == Some(name))
+                .with_context(|| format!("service {name} is gone"))?;
+            match progress(service) {
+                Progress::Done => {}
+                Progress::Waiting(what) => pending.push(format!("{name} ({what})")),
+                Progress::Failed(why) => {
+                    spinner.finish_and_clear();
+                    bail!("service {name}: {why}{}", last_error(manager, name).await);
+                }
+            }
+        }
+        if pending.is_empty() {
+            spinner.finish_and_clear();
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            spinner.finish_and_clear();
+            bail!(
+                "still waiting after {} s for {}{}",
+                HEALTH_TIMEOUT.as_secs(),
+                pending.join(", "),
+                last_error(manager, names.first().map_or("", String::as_str)).await
+            );
+        }
+        spinner.set_message(format!("waiting for {}", pending.join(", ")));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+enum Progress {
+    Done,
+    Waiting(String),
+    Failed(String),
+}
+
+fn progress(service: &SwarmService) -> Progress {
+    let update = service.update_status.as_ref();
+    match update.and_then(|u| u.state) {
+        Some(ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED) => {
+            return Progress::Failed(format!(
+                "the update failed and was rolled back: {}",
+                update.and_then(|u| u.message.clone()).unwrap_or_default()
+            ));
+        }
+        Some(
+            ServiceUpdateStatusStateEnum::PAUSED | ServiceUpdateStatusStateEnum::ROLLBACK_PAUSED,
+        ) => {
+            return Progress::Failed(format!(
+                "the update is paused: {}",
+                update.and_then(|u| u.message.clone()).unwrap_or_default()
+            ));
+        }
+        Some(
+            ServiceUpdateStatusStateEnum::UPDATING | ServiceUpdateStatusStateEnum::ROLLBACK_STARTED,
+        ) => return Progress::Waiting("updating".to_owned()),
+        _ => {}
+    }
+    let status = service.service_status.clone().unwrap_or_default();
+    let running = status.running_tasks.unwrap_or(0);
+    let desired = status.desired_tasks.unwrap_or(0);
+    if desired > 0 && running >= desired {
+        Progress::Done
+    } else {
+        Progress::Waiting(format!("{running}/{desired} running"))
+    }
+}
+
+/// The latest error a task of the service reported, as a line to add to a message.
+async fn last_error(manager: &Engine, name: &str) -> String {
+    let Ok(mut tasks) = manager.tasks(name, false).await else {
+        return String::new();
+    };
+    tasks.sort_by_key(|t| {
+        t.status
+            .as_ref()
+            .and_then(|s| s.timestamp.clone())
+            .map(|t| t.to_string())
+    });
+    tasks
+        .iter()
+        .rev()
+        .find_map(|t| {
+            let status = t.status.as_ref()?;
+            let err = status.err.clone().filter(|e| !e.is_empty())?;
+            Some(format!(
+                "\nlast task error ({}): {err}",
+                status.state.map(|s| s.to_string()).unwrap_or_default()
+            ))
+        })
+        .unwrap_or_default()
+}
+
+/// A running task's container, on its node.
+pub struct Located<'a> {
+    pub engine: &'a Engine,
+    pub container: String,
+}
+
+/// The container of a service's running task, and the engine of its node.
+pub async fn running_container<'a>(nodes: &'a Nodes, service: &str) -> anyhow::Result<Located<'a>> {
+    let tasks = nodes.manager().tasks(service, true).await?;
+    let task = tasks
+        .iter()
+        .find(|t| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING))
+        .with_context(|| format!("no task of {service} is running (stackctl ps)"))?;
+    let node = task.node_id.clone().unwrap_or_default();
+    let container = task
+        .status
+        .as_ref()
+        .and_then(|s| s.container_status.as_ref())
+        .and_then(|c| c.container_id.clone())
+        .with_context(|| format!("the task of {service} has no container yet"))?;
+    let engine = nodes.of_node(&node).with_context(|| {
+        format!("{service} runs on a node whose engine does not answer (stackctl cluster status)")
+    })?;
+    Ok(Located { engine, container })
+}
