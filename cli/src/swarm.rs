@@ -16,7 +16,7 @@ use bollard::models::{
     ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecRollbackConfig,
     ServiceSpecRollbackConfigFailureActionEnum, ServiceSpecRollbackConfigOrderEnum,
     ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
-    ServiceSpecUpdateConfigOrderEnum, ServiceUpdateStatusStateEnum, TaskSpec,
+    ServiceSpecUpdateConfigOrderEnum, ServiceUpdateStatusStateEnum, Task, TaskSpec,
     TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile,
     TaskSpecContainerSpecFile1, TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecResources,
     TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
@@ -535,11 +535,53 @@ fn service_spec(config: &StackConfig, shape: Shape) -> ServiceSpec {
         }),
         ..Default::default()
     };
-    let hash = stack::hash_of(&spec);
+    // Without the task count, which `scale` changes on its own: a service differs from its
+    // plan when this hash or the count does.
+    let hash = stack::hash_of(&ServiceSpec {
+        mode: None,
+        ..spec.clone()
+    });
     if let Some(labels) = spec.labels.as_mut() {
+        labels.insert(LABEL_CONFIG_HASH.to_owned(), hash.clone());
+    }
+    // On the containers too, so a task tells which settings it was made with.
+    if let Some(labels) = spec
+        .task_template
+        .as_mut()
+        .and_then(|t| t.container_spec.as_mut())
+        .and_then(|c| c.labels.as_mut())
+    {
         labels.insert(LABEL_CONFIG_HASH.to_owned(), hash);
     }
     spec
+}
+
+/// The settings hash a service's spec carries.
+fn spec_hash(spec: &ServiceSpec) -> Option<&str> {
+    spec.labels
+        .as_ref()?
+        .get(LABEL_CONFIG_HASH)
+        .map(String::as_str)
+}
+
+/// The task count of a replicated service.
+fn replicas(spec: &ServiceSpec) -> Option<i64> {
+    spec.mode.as_ref()?.replicated.as_ref()?.replicas
+}
+
+/// Whether a task was made from the service's current task settings: the same settings hash,
+/// and the same forced-update counter (`restart` raises it).
+fn is_current(task: &Task, template: Option<&TaskSpec>) -> bool {
+    let settings = |t: &TaskSpec| {
+        let hash = t
+            .container_spec
+            .as_ref()
+            .and_then(|c| c.labels.as_ref())
+            .and_then(|l| l.get(LABEL_CONFIG_HASH))
+            .cloned();
+        (hash, t.force_update.unwrap_or(0))
+    };
+    task.spec.as_ref().map(settings) == template.map(settings)
 }
 
 fn replicated(n: u32) -> ServiceSpecMode {
@@ -795,14 +837,9 @@ pub async fn put(
         let current = existing
             .iter()
             .find(|s| s.spec.as_ref().and_then(|s| s.name.as_ref()) == Some(&name));
-        let hash = |s: &ServiceSpec| {
-            s.labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_CONFIG_HASH))
-                .cloned()
-        };
-        if let Some(current) = current
-            && current.spec.as_ref().and_then(hash) == hash(spec)
+        if let Some(current_spec) = current.and_then(|c| c.spec.as_ref())
+            && spec_hash(current_spec) == spec_hash(spec)
+            && replicas(current_spec) == replicas(spec)
         {
             continue;
         }
@@ -819,8 +856,9 @@ pub async fn put(
     Ok(())
 }
 
-/// Waits until every named service runs all its tasks, healthy, with no update in progress;
-/// a failed update (rolled back) or tasks that keep failing are errors that say why.
+/// Waits until every named service runs all its tasks with its current settings, healthy, with
+/// no update in progress; a failed update (rolled back) or tasks that keep failing are errors
+/// that say why.
 pub async fn wait_converged(
     manager: &Engine,
     project: &str,
@@ -837,7 +875,8 @@ pub async fn wait_converged(
                 .iter()
                 .find(|s| s.spec.as_ref().and_then(|s| s.name.as_ref()) == Some(name))
                 .with_context(|| format!("service {name} is gone"))?;
-            match progress(service) {
+            let tasks = manager.tasks(name, true).await?;
+            match progress(service, &tasks) {
                 Progress::Done => {}
                 Progress::Waiting(what) => pending.push(format!("{name} ({what})")),
                 Progress::Failed(why) => {
@@ -870,36 +909,112 @@ enum Progress {
     Failed(String),
 }
 
-fn progress(service: &SwarmService) -> Progress {
+/// How far the service is: done when as many tasks as it wants run (healthy: swarm counts a
+/// task as running once its health check passed) made from its current task settings. Counting
+/// those, not all running tasks, makes an update just sent wait: swarm clears the update status
+/// when it takes a new spec, and only later says the update is in progress.
+fn progress(service: &SwarmService, tasks: &[Task]) -> Progress {
     let update = service.update_status.as_ref();
+    let message = || update.and_then(|u| u.message.clone()).unwrap_or_default();
     match update.and_then(|u| u.state) {
         Some(ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED) => {
             return Progress::Failed(format!(
                 "the update failed and was rolled back: {}",
-                update.and_then(|u| u.message.clone()).unwrap_or_default()
+                message()
             ));
         }
         Some(
             ServiceUpdateStatusStateEnum::PAUSED | ServiceUpdateStatusStateEnum::ROLLBACK_PAUSED,
         ) => {
-            return Progress::Failed(format!(
-                "the update is paused: {}",
-                update.and_then(|u| u.message.clone()).unwrap_or_default()
-            ));
+            return Progress::Failed(format!("the update is paused: {}", message()));
         }
         Some(
             ServiceUpdateStatusStateEnum::UPDATING | ServiceUpdateStatusStateEnum::ROLLBACK_STARTED,
         ) => return Progress::Waiting("updating".to_owned()),
         _ => {}
     }
-    let status = service.service_status.clone().unwrap_or_default();
-    let running = status.running_tasks.unwrap_or(0);
-    let desired = status.desired_tasks.unwrap_or(0);
-    if desired > 0 && running >= desired {
+    let template = service.spec.as_ref().and_then(|s| s.task_template.as_ref());
+    let current = tasks
+        .iter()
+        .filter(|t| {
+            t.desired_state == Some(TaskState::RUNNING)
+                && t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING)
+                && is_current(t, template)
+        })
+        .count() as u64;
+    let desired = service
+        .service_status
+        .as_ref()
+        .and_then(|s| s.desired_tasks)
+        .unwrap_or(0);
+    if desired > 0 && current >= desired {
         Progress::Done
     } else {
-        Progress::Waiting(format!("{running}/{desired} running"))
+        Progress::Waiting(format!("{current}/{desired} running"))
     }
+}
+
+/// What `scale` and `restart` do to a service on a swarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// This many tasks: new ones are routed once healthy, leaving ones are dropped from the
+    /// edge's routes before they are stopped.
+    Scale(u32),
+    /// Every task replaced, one at a time, each new one healthy before its old one leaves.
+    Restart,
+}
+
+/// Scales or restarts a running service, with the image and settings it runs now (never new
+/// code). `false` when the service does not run (the stack is not up).
+pub async fn change(
+    manager: &Engine,
+    project: &str,
+    app: App,
+    change: Change,
+    dry_run: bool,
+    ui: &Ui,
+) -> anyhow::Result<bool> {
+    let name = service_name(app.service());
+    let Some(service) = manager
+        .services(project)
+        .await?
+        .into_iter()
+        .find(|s| s.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(name))
+    else {
+        return Ok(false);
+    };
+    let mut spec = service.spec.clone().unwrap_or_default();
+    let replicas = replicas(&spec).unwrap_or(0);
+    let step = match change {
+        Change::Scale(n) if replicas == i64::from(n) => {
+            ui.step(&format!(
+                "{} already runs {n} instances; nothing to do",
+                app.service().label()
+            ));
+            return Ok(true);
+        }
+        Change::Scale(n) => {
+            spec.mode = Some(replicated(n));
+            format!(
+                "set {name} from {replicas} to {n} tasks; new ones are routed once healthy, leaving ones leave the routes before they stop"
+            )
+        }
+        Change::Restart => {
+            let template = spec.task_template.get_or_insert_with(Default::default);
+            template.force_update = Some(template.force_update.unwrap_or(0) + 1);
+            format!(
+                "replace the {replicas} tasks of {name} one at a time, each new one healthy before its old one stops"
+            )
+        }
+    };
+    if dry_run {
+        println!("1. {step}");
+        return Ok(true);
+    }
+    manager.put_service(Some(&service), spec).await?;
+    wait_converged(manager, project, &[name.to_owned()], ui).await?;
+    ui.step(&step);
+    Ok(true)
 }
 
 /// The latest error a task of the service reported, as a line to add to a message.

@@ -13,6 +13,9 @@ use std::{
 };
 
 use serde_json::{Value, json};
+use support::{H2Load, Load, assert_all_served};
+
+mod support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_stackctl");
 /// The nodes' namespaces and addresses are fixed: one cluster at a time.
@@ -304,6 +307,67 @@ fn a_bad_cluster_table_is_refused_before_any_engine_is_asked() {
     assert!(err.contains("has no [cluster] table"), "{err}");
 }
 
+/// One health check through the edge, and when it was sent.
+#[derive(Debug)]
+struct Sample {
+    at: Duration,
+    ok: bool,
+}
+
+/// Health checks of both services through the edge, ten a second, each on a connection of its
+/// own, until [`Probe::finish`].
+struct Probe {
+    started: Instant,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Sample>>,
+}
+
+impl Probe {
+    fn start(nodes: &Nodes) -> Self {
+        let started = Instant::now();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let base = format!("https://{}:28443", nodes.edge());
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut samples = Vec::new();
+                for path in ["/a/health", "/b/health"].iter().cycle() {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    let at = started.elapsed();
+                    let out = Command::new("curl")
+                        .args(["-s", "-k", "-o", "/dev/null", "-w", "%{http_code}"])
+                        .args(["--max-time", "10"])
+                        .arg(format!("{base}{path}"))
+                        .output()
+                        .unwrap();
+                    samples.push(Sample {
+                        at,
+                        ok: out.stdout == b"200",
+                    });
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                samples
+            }
+        });
+        Self {
+            started,
+            stop,
+            thread,
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn finish(self) -> Vec<Sample> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
 /// An answer of the API through the edge.
 struct Reply {
     status: u16,
@@ -311,14 +375,21 @@ struct Reply {
 }
 
 impl Nodes {
+    /// Where node 1's published ports answer.
+    fn edge(&self) -> String {
+        std::fs::read_to_string(self.nodes_dir().join("edge-address"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
     /// A request to the edge on node 1, over TLS verified against the stack's certificate
     /// (issued for localhost).
     fn https(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Reply {
-        let edge = std::fs::read_to_string(self.nodes_dir().join("edge-address")).unwrap();
         let mut cmd = Command::new("curl");
         cmd.args(["-s", "-w", "\n%{http_code}", "-X", method])
             .arg("--resolve")
-            .arg(format!("localhost:28443:{}", edge.trim()))
+            .arg(format!("localhost:28443:{}", self.edge()))
             .arg("--cacert")
             .arg(self.dir.path().join(".stackctl/tls/cert.pem"));
         if let Some(t) = token {
@@ -380,10 +451,10 @@ https = 28443
 [services.auth]
 bcrypt_cost = 10
 [nginx]
-rate_limit_per_minute = 6000
-rate_limit_burst = 500
-login_rate_limit_per_minute = 6000
-login_rate_limit_burst = 500
+rate_limit_per_minute = 600000
+rate_limit_burst = 10000
+login_rate_limit_per_minute = 600000
+login_rate_limit_burst = 10000
 ";
 
 #[test]
@@ -488,6 +559,106 @@ fn the_stack_runs_on_the_swarm_and_leaves_nothing_behind() {
         let res = nodes.https("GET", path, None, None);
         assert_eq!(res.status, 200, "{path}: {}", res.body);
     }
+
+    // Scale and restart under load, one connection per request, reused connections and HTTP/2:
+    // no request fails.
+    let base = format!("https://{}:28443", nodes.edge());
+    let load = Load::start(&base, &token, &reference, "close", 0);
+    let kept_alive = Load::start(&base, &token, &reference, "keep-alive", 1);
+    let reads = H2Load::start(
+        &base,
+        &token,
+        &["/a/auth/me".to_owned(), format!("/b/payments/{reference}")],
+        None,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    for args in [
+        &["scale", "auth", "3"][..],
+        &["scale", "payments", "1"],
+        &["restart", "auth"],
+        &["restart", "payments"],
+        &["scale", "payments", "2"],
+        &["scale", "auth", "2"],
+    ] {
+        let started = Instant::now();
+        nodes.ok(args);
+        eprintln!(
+            "{args:?} under load: {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let one_per_request = load.finish();
+    let reused = kept_alive.finish();
+    let h2 = reads.finish();
+    assert_all_served(&one_per_request);
+    assert_all_served(&reused);
+    assert!(h2.requests > 100, "{h2:?}");
+    assert_eq!(h2.succeeded, h2.requests, "{h2:?}");
+    assert_eq!(h2.status_2xx, h2.requests, "{h2:?}");
+    let tasks = nodes.ps();
+    for (service, n) in [("auth", 2), ("payments", 2)] {
+        let running = tasks
+            .iter()
+            .filter(|t| t["service"] == service && t["state"] == "running");
+        assert_eq!(running.count(), n, "{service}: {tasks:?}");
+    }
+
+    // Losing an app node under load: its instances come back on the others, and the edge stops
+    // sending requests to the lost ones.
+    let tasks = nodes.ps();
+    let lost: Vec<&Value> = tasks
+        .iter()
+        .filter(|t| t["node"] == "stk-n3" && (t["service"] == "auth" || t["service"] == "payments"))
+        .collect();
+    assert!(!lost.is_empty(), "an instance runs on node 3: {tasks:?}");
+    let probe = Probe::start(&nodes);
+    std::thread::sleep(Duration::from_secs(2));
+    let lost_at = probe.elapsed();
+    nodes.script(&["stop-node", "3"]);
+    let replaced = Instant::now();
+    loop {
+        let tasks = nodes.ps();
+        let serving = |service: &str| {
+            tasks
+                .iter()
+                .filter(|t| {
+                    t["service"] == service && t["node"] != "stk-n3" && t["health"] == "healthy"
+                })
+                .count()
+        };
+        if serving("auth") == 2 && serving("payments") == 2 {
+            break;
+        }
+        assert!(
+            replaced.elapsed() < Duration::from_secs(120),
+            "node 3's instances not replaced after 120 s: {tasks:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let replaced = replaced.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(10));
+    let samples = probe.finish();
+    let after: Vec<&Sample> = samples.iter().filter(|s| s.at >= lost_at).collect();
+    let failed: Vec<&&Sample> = after.iter().filter(|s| !s.ok).collect();
+    let last_failure = failed
+        .last()
+        .map_or(0.0, |s| (s.at - lost_at).as_secs_f64());
+    eprintln!(
+        "node 3 lost under load: {} of {} requests failed, none failed after {last_failure:.1} s; its instances ran healthy elsewhere after {replaced:.1} s",
+        failed.len(),
+        after.len()
+    );
+    let end = samples.last().unwrap().at;
+    assert!(
+        failed.iter().all(|s| end - s.at > Duration::from_secs(8)),
+        "requests still failed in the last 8 s: {failed:?}"
+    );
+    let status = nodes.status();
+    assert_eq!(status[2]["state"], "down", "{}", status[2]);
+    assert_eq!(status[2]["engine_answers"], false, "{}", status[2]);
+    nodes.script(&["start-node", "3"]);
+    nodes.until(3, "back", |r| r["state"] == "ready");
 
     // A second up changes nothing.
     let started = Instant::now();

@@ -13,6 +13,9 @@ use std::{
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
+use support::{H2Load, Load, assert_all_served, signal, source_dir};
+
+mod support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_stackctl");
 const CONFIG: &str = r#"project = "e2e"
@@ -88,6 +91,11 @@ impl Stack {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Where the edge answers, for load generators.
+    fn base(&self) -> String {
+        format!("https://localhost:{}", self.https_port)
+    }
+
     fn cert(&self) -> PathBuf {
         self.path().join(".stackctl/tls/cert.pem")
     }
@@ -146,10 +154,6 @@ impl Stack {
             .unwrap()
             .clone()
     }
-}
-
-fn source_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn ids(stack: &Stack) -> Vec<(String, String)> {
@@ -540,165 +544,6 @@ fn loaded_config(project: &str, prefix: u16) -> String {
     )
 }
 
-/// Sends `signal` (`-INT`, `-TERM`) to a child process.
-fn signal(child: &std::process::Child, signal: &str) {
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-}
-
-/// wrk running `setup/load.lua` against the stack until [`Load::finish`].
-struct Load {
-    child: std::process::Child,
-}
-
-impl Load {
-    /// `connection`: `close` (a connection per request) or `keep-alive` (reused connections).
-    /// Two loads at once need different `instance`s (0, 1): they register different users.
-    fn start(stack: &Stack, token: &str, reference: &str, connection: &str, instance: u8) -> Self {
-        let child = Command::new("wrk")
-            .args(["-t2", "-c4", "-d30m", "--timeout", "10s", "-s"])
-            .arg(source_dir().join("setup/load.lua"))
-            .arg(format!("https://localhost:{}", stack.https_port))
-            .env("LOAD_TOKEN", token)
-            .env("LOAD_REFERENCE", reference)
-            .env("LOAD_CONNECTION", connection)
-            .env("LOAD_INSTANCE", instance.to_string())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("wrk is installed by setup/setup.sh");
-        Self { child }
-    }
-
-    /// Stops wrk (SIGINT makes it report) and returns its counters.
-    fn finish(self) -> std::collections::BTreeMap<String, u64> {
-        signal(&self.child, "-INT");
-        let out = self.child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with("LOAD "))
-            .unwrap_or_else(|| {
-                panic!(
-                    "no LOAD line from wrk:\n{stdout}\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                )
-            });
-        let counters = line
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.parse().unwrap()))
-            .collect();
-        eprintln!("{line}\n{}", String::from_utf8_lossy(&out.stderr));
-        counters
-    }
-}
-
-/// What h2load runs counted, summed.
-#[derive(Debug, Default)]
-struct H2Counts {
-    runs: u64,
-    requests: u64,
-    succeeded: u64,
-    failed: u64,
-    errored: u64,
-    timeout: u64,
-    status_2xx: u64,
-    status_4xx: u64,
-    status_5xx: u64,
-}
-
-/// h2load, an HTTP/2 client, paced, in back-to-back runs of 5 s (each holds its connections
-/// open throughout) until [`H2Load::finish`]: reads, or payment creations with `body`.
-struct H2Load {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<H2Counts>,
-}
-
-impl H2Load {
-    fn start(stack: &Stack, token: &str, paths: &[String], body: Option<&Path>) -> Self {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut args: Vec<String> = ["--rps", "20", "-c", "2", "-m", "1", "-D", "5"]
-            .map(str::to_owned)
-            .to_vec();
-        args.extend(["-H".to_owned(), format!("authorization: Bearer {token}")]);
-        if let Some(body) = body {
-            args.extend(["-H".to_owned(), "content-type: application/json".to_owned()]);
-            args.extend(["-d".to_owned(), body.display().to_string()]);
-        }
-        let base = format!("https://localhost:{}", stack.https_port);
-        args.extend(paths.iter().map(|p| format!("{base}{p}")));
-        let thread = std::thread::spawn({
-            let stop = stop.clone();
-            move || {
-                let mut counts = H2Counts::default();
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    let out = Command::new("h2load")
-                        .args(&args)
-                        .output()
-                        .expect("h2load is installed by setup/setup.sh");
-                    let text = String::from_utf8_lossy(&out.stdout);
-                    assert!(
-                        text.contains("Application protocol: h2"),
-                        "an HTTP/2 run:\n{text}"
-                    );
-                    let numbers = |prefix: &str| -> Vec<u64> {
-                        let line = text
-                            .lines()
-                            .find(|l| l.starts_with(prefix))
-                            .unwrap_or_else(|| panic!("no {prefix:?} in:\n{text}"));
-                        line[prefix.len()..]
-                            .split(',')
-                            .filter_map(|f| f.split_whitespace().next()?.parse().ok())
-                            .collect()
-                    };
-                    // total, started, done, succeeded, failed, errored, timeout
-                    let requests = numbers("requests: ");
-                    // 2xx, 3xx, 4xx, 5xx
-                    let statuses = numbers("status codes: ");
-                    counts.runs += 1;
-                    counts.requests += requests[2];
-                    counts.succeeded += requests[3];
-                    counts.failed += requests[4];
-                    counts.errored += requests[5];
-                    counts.timeout += requests[6];
-                    counts.status_2xx += statuses[0];
-                    counts.status_4xx += statuses[2];
-                    counts.status_5xx += statuses[3];
-                }
-                counts
-            }
-        });
-        Self { stop, thread }
-    }
-
-    fn finish(self) -> H2Counts {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let counts = self.thread.join().unwrap();
-        eprintln!("h2load: {counts:?}");
-        counts
-    }
-}
-
-/// No request of a load failed: every one answered 2xx.
-fn assert_all_served(counters: &std::collections::BTreeMap<String, u64>) {
-    assert!(
-        counters["requests"] > 500,
-        "a steady load ran: {counters:?}"
-    );
-    for key in ["failed", "connect", "read", "write", "timeout"] {
-        assert_eq!(counters[key], 0, "{key}: {counters:?}");
-    }
-    assert_eq!(counters["ok"], counters["requests"], "{counters:?}");
-}
-
 /// The instance names that answered `n` health checks of a service through the edge.
 fn answering(stack: &Stack, service: &str, n: usize) -> BTreeSet<String> {
     (0..n)
@@ -799,10 +644,10 @@ fn scale_and_rolling_replacement_fail_no_request() {
 
     // Three kinds of client at once: a connection per request, reused HTTP/1.1 connections,
     // and HTTP/2.
-    let load = Load::start(&stack, &token, &reference, "close", 0);
-    let kept_alive = Load::start(&stack, &token, &reference, "keep-alive", 1);
+    let load = Load::start(&stack.base(), &token, &reference, "close", 0);
+    let kept_alive = Load::start(&stack.base(), &token, &reference, "keep-alive", 1);
     let reads = H2Load::start(
-        &stack,
+        &stack.base(),
         &token,
         &[
             format!("/b/payments/{reference}"),
@@ -817,7 +662,12 @@ fn scale_and_rolling_replacement_fail_no_request() {
         r#"{"amount":"3.00","currency":"KES","paymentMethod":"MOBILE_MONEY","customerPhone":"+254712345678"}"#,
     )
     .unwrap();
-    let writes = H2Load::start(&stack, &token, &["/b/payments".to_owned()], Some(&body));
+    let writes = H2Load::start(
+        &stack.base(),
+        &token,
+        &["/b/payments".to_owned()],
+        Some(&body),
+    );
     std::thread::sleep(std::time::Duration::from_secs(2));
 
     stack.ok(&["scale", "auth", "3"]);
@@ -1169,7 +1019,7 @@ fn backup_and_restore_round_trip() {
     assert_eq!(backup_files(&backups).len(), 4);
 
     // A backup taken while a writer inserts restores to a consistent state.
-    let load = Load::start(&stack, &token, &kept, "close", 0);
+    let load = Load::start(&stack.base(), &token, &kept, "close", 0);
     std::thread::sleep(std::time::Duration::from_secs(3));
     let before = backup_files(&backups);
     stack.ok(&["backup", "payments"]);

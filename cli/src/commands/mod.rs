@@ -59,7 +59,7 @@ impl Ctx {
 pub fn single_host_only(config: &StackConfig, command: &str) -> anyhow::Result<()> {
     if config.cluster.is_some() {
         anyhow::bail!(
-            "`stackctl {command}` does not run on a [cluster] stack yet; on a cluster, `up`, `ps`, `down` and `cluster` do"
+            "`stackctl {command}` does not run on a [cluster] stack yet; on a cluster, `up`, `ps`, `scale`, `restart`, `down` and `cluster` do"
         );
     }
     Ok(())

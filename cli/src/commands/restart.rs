@@ -4,6 +4,7 @@ use crate::{
     docker::{Engine, Health},
     rollout::Replace,
     stack::{App, PROXY},
+    swarm,
 };
 
 /// Replace every instance of a service with a fresh one of the same image, one at a time: an
@@ -23,12 +24,32 @@ pub struct Args {
 
 pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let config = ctx.config()?;
-    super::single_host_only(&config, "restart")?;
     let _lock = if args.dry_run {
         None
     } else {
         Some(ctx.state.lock()?)
     };
+    if let Some(cluster) = &config.cluster {
+        let nodes = swarm::Nodes::connect(cluster, ctx.base_dir()).await?;
+        let change = swarm::Change::Restart;
+        let project = &config.project;
+        if !swarm::change(
+            nodes.manager(),
+            project,
+            args.service,
+            change,
+            args.dry_run,
+            &ctx.ui,
+        )
+        .await?
+        {
+            anyhow::bail!("stack '{project}' is not running; start it with `stackctl up`");
+        }
+        if !args.dry_run {
+            ctx.ui.done();
+        }
+        return Ok(());
+    }
     let engine = Engine::connect().await?;
     if engine.health(PROXY).await? == Health::Down {
         anyhow::bail!(

@@ -6,6 +6,7 @@ use crate::{
     images, nginx,
     rollout::{self, Replace, Rollout},
     stack::{App, PROXY, Plan},
+    swarm,
 };
 
 /// Set how many instances of a service run, without failing a request: new instances start and
@@ -31,7 +32,6 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let app = args.service;
     let label = app.service().label();
     let mut config = ctx.config()?;
-    super::single_host_only(&config, "scale")?;
     let from = config.instances(app);
     config.set_instances(app, args.instances);
     let _lock = if args.dry_run {
@@ -39,6 +39,32 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     } else {
         Some(ctx.state.lock()?)
     };
+    if let Some(cluster) = &config.cluster {
+        let nodes = swarm::Nodes::connect(cluster, ctx.base_dir()).await?;
+        let change = swarm::Change::Scale(args.instances);
+        let running = swarm::change(
+            nodes.manager(),
+            &config.project,
+            app,
+            change,
+            args.dry_run,
+            &ctx.ui,
+        )
+        .await?;
+        if !running && args.dry_run {
+            println!(
+                "the stack is not running: `stackctl up` would start {} {label} instances",
+                args.instances
+            );
+        }
+        if !args.dry_run {
+            save(ctx, app, args.instances)?;
+            ctx.ui
+                .step(&format!("{label}: {} instances", args.instances));
+            ctx.ui.done();
+        }
+        return Ok(());
+    }
     let engine = Engine::connect().await?;
     if engine.health(PROXY).await? == Health::Down {
         if args.dry_run {

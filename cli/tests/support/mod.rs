@@ -1,0 +1,169 @@
+//! What the end-to-end tests share: load generators that count every failed request.
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+pub fn source_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Sends `signal` (`-INT`, `-TERM`) to a child process.
+pub fn signal(child: &std::process::Child, signal: &str) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// wrk running `setup/load.lua` against the stack until [`Load::finish`].
+pub struct Load {
+    child: std::process::Child,
+}
+
+impl Load {
+    /// `connection`: `close` (a connection per request) or `keep-alive` (reused connections).
+    /// Two loads at once need different `instance`s (0, 1): they register different users.
+    pub fn start(base: &str, token: &str, reference: &str, connection: &str, instance: u8) -> Self {
+        let child = Command::new("wrk")
+            .args(["-t2", "-c4", "-d30m", "--timeout", "10s", "-s"])
+            .arg(source_dir().join("setup/load.lua"))
+            .arg(base)
+            .env("LOAD_TOKEN", token)
+            .env("LOAD_REFERENCE", reference)
+            .env("LOAD_CONNECTION", connection)
+            .env("LOAD_INSTANCE", instance.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("wrk is installed by setup/setup.sh");
+        Self { child }
+    }
+
+    /// Stops wrk (SIGINT makes it report) and returns its counters.
+    pub fn finish(self) -> std::collections::BTreeMap<String, u64> {
+        signal(&self.child, "-INT");
+        let out = self.child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("LOAD "))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no LOAD line from wrk:\n{stdout}\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        let counters = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.parse().unwrap()))
+            .collect();
+        eprintln!("{line}\n{}", String::from_utf8_lossy(&out.stderr));
+        counters
+    }
+}
+
+/// What h2load runs counted, summed.
+#[derive(Debug, Default)]
+pub struct H2Counts {
+    pub runs: u64,
+    pub requests: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub errored: u64,
+    pub timeout: u64,
+    pub status_2xx: u64,
+    pub status_4xx: u64,
+    pub status_5xx: u64,
+}
+
+/// h2load, an HTTP/2 client, paced, in back-to-back runs of 5 s (each holds its connections
+/// open throughout) until [`H2Load::finish`]: reads, or payment creations with `body`.
+pub struct H2Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<H2Counts>,
+}
+
+impl H2Load {
+    pub fn start(base: &str, token: &str, paths: &[String], body: Option<&Path>) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut args: Vec<String> = ["--rps", "20", "-c", "2", "-m", "1", "-D", "5"]
+            .map(str::to_owned)
+            .to_vec();
+        args.extend(["-H".to_owned(), format!("authorization: Bearer {token}")]);
+        if let Some(body) = body {
+            args.extend(["-H".to_owned(), "content-type: application/json".to_owned()]);
+            args.extend(["-d".to_owned(), body.display().to_string()]);
+        }
+        args.extend(paths.iter().map(|p| format!("{base}{p}")));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut counts = H2Counts::default();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let out = Command::new("h2load")
+                        .args(&args)
+                        .output()
+                        .expect("h2load is installed by setup/setup.sh");
+                    let text = String::from_utf8_lossy(&out.stdout);
+                    assert!(
+                        text.contains("Application protocol: h2"),
+                        "an HTTP/2 run:\n{text}"
+                    );
+                    let numbers = |prefix: &str| -> Vec<u64> {
+                        let line = text
+                            .lines()
+                            .find(|l| l.starts_with(prefix))
+                            .unwrap_or_else(|| panic!("no {prefix:?} in:\n{text}"));
+                        line[prefix.len()..]
+                            .split(',')
+                            .filter_map(|f| f.split_whitespace().next()?.parse().ok())
+                            .collect()
+                    };
+                    // total, started, done, succeeded, failed, errored, timeout
+                    let requests = numbers("requests: ");
+                    // 2xx, 3xx, 4xx, 5xx
+                    let statuses = numbers("status codes: ");
+                    counts.runs += 1;
+                    counts.requests += requests[2];
+                    counts.succeeded += requests[3];
+                    counts.failed += requests[4];
+                    counts.errored += requests[5];
+                    counts.timeout += requests[6];
+                    counts.status_2xx += statuses[0];
+                    counts.status_4xx += statuses[2];
+                    counts.status_5xx += statuses[3];
+                }
+                counts
+            }
+        });
+        Self { stop, thread }
+    }
+
+    pub fn finish(self) -> H2Counts {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let counts = self.thread.join().unwrap();
+        eprintln!("h2load: {counts:?}");
+        counts
+    }
+}
+
+/// No request of a load failed: every one answered 2xx.
+pub fn assert_all_served(counters: &std::collections::BTreeMap<String, u64>) {
+    assert!(
+        counters["requests"] > 500,
+        "a steady load ran: {counters:?}"
+    );
+    for key in ["failed", "connect", "read", "write", "timeout"] {
+        assert_eq!(counters[key], 0, "{key}: {counters:?}");
+    }
+    assert_eq!(counters["ok"], counters["requests"], "{counters:?}");
+}
