@@ -1067,3 +1067,232 @@ pub async fn running_container<'a>(nodes: &'a Nodes, service: &str) -> anyhow::R
     })?;
     Ok(Located { engine, container })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secrets() -> Secrets {
+        serde_json::from_value(serde_json::json!({
+            "jwt_secret": "j", "webhook_secret": "w",
+            "auth_db_password": "a", "payments_db_password": "pdb-secret-value",
+            "auth_app_password": "aa", "payments_app_password": "pp"
+        }))
+        .unwrap()
+    }
+
+    fn plan(config: &StackConfig) -> SwarmPlan {
+        let objects = objects(&secrets(), "site", b"cert", b"key");
+        let refs = Refs {
+            project: config.project.clone(),
+            by_role: objects
+                .iter()
+                .map(|o| {
+                    let r = Ref {
+                        name: o.name(&config.project),
+                        id: format!("id-{}", o.role),
+                    };
+                    (o.role, r)
+                })
+                .collect(),
+        };
+        let set = |prefix: &str| ImageSet {
+            postgres: format!("{prefix}postgres"),
+            nginx: format!("{prefix}nginx"),
+            auth: format!("{prefix}auth"),
+            payments: format!("{prefix}payments"),
+        };
+        let (tags, ids) = (set("stackctl/"), set("sha256:"));
+        SwarmPlan::new(
+            config,
+            &Images {
+                tags: &tags,
+                ids: &ids,
+            },
+            &refs,
+        )
+        .unwrap()
+    }
+
+    fn container(spec: &ServiceSpec) -> &TaskSpecContainerSpec {
+        spec.task_template
+            .as_ref()
+            .unwrap()
+            .container_spec
+            .as_ref()
+            .unwrap()
+    }
+
+    fn constraints(spec: &ServiceSpec) -> Vec<String> {
+        spec.task_template
+            .as_ref()
+            .unwrap()
+            .placement
+            .as_ref()
+            .unwrap()
+            .constraints
+            .clone()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_new_value_is_a_new_object_and_the_routes_name_the_tasks() {
+        let a = objects(&secrets(), "site", b"cert", b"key");
+        let mut other = secrets();
+        other.jwt_secret = "rotated".into();
+        let b = objects(&other, "site", b"cert", b"key");
+        let name =
+            |set: &[Object], role: &str| set.iter().find(|o| o.role == role).unwrap().name("shop");
+        assert_ne!(name(&a, "jwt"), name(&b, "jwt"));
+        assert_eq!(name(&a, "webhook"), name(&b, "webhook"));
+        assert!(name(&a, "jwt").starts_with("shop_jwt_"));
+        let url = a.iter().find(|o| o.role == "auth-database-url").unwrap();
+        assert_eq!(url.data, b"postgres://auth_app:aa@auth-db:5432/nest");
+        assert_eq!(url.kind, Kind::Secret);
+        let lines: Vec<String> = routes()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            lines,
+            ["auth tasks.app_a:3000", "payments tasks.app_b:4000"]
+        );
+    }
+
+    #[test]
+    fn databases_are_pinned_and_take_their_password_from_a_file() {
+        let plan = plan(&StackConfig::default());
+        let db = &plan.databases[1];
+        assert_eq!(db.name.as_deref(), Some("payments-db"));
+        assert_eq!(constraints(db), ["node.labels.stackctl.payments-db==true"]);
+        assert_eq!(replicas(db), Some(1));
+        let c = container(db);
+        assert_eq!(c.image.as_deref(), Some("sha256:postgres"));
+        assert!(
+            c.env
+                .as_ref()
+                .unwrap()
+                .contains(&"POSTGRES_PASSWORD_FILE=/run/secrets/db-password".to_owned())
+        );
+        assert!(
+            c.env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .all(|e| !e.contains("pdb-secret-value"))
+        );
+        let secret = &c.secrets.as_ref().unwrap()[0];
+        assert_eq!(secret.secret_id.as_deref(), Some("id-payments-db-password"));
+        let volume = &c.mounts.as_ref().unwrap()[0];
+        assert_eq!(volume.source.as_deref(), Some("stackctl_payments-db-data"));
+        let update = db.update_config.as_ref().unwrap();
+        assert_eq!(
+            update.order,
+            Some(ServiceSpecUpdateConfigOrderEnum::STOP_FIRST)
+        );
+    }
+
+    #[test]
+    fn instances_spread_start_first_and_carry_no_secret_in_their_environment() {
+        let mut config = StackConfig::default();
+        config.services.auth.instances = 3;
+        let plan = plan(&config);
+        let auth = &plan.apps[0];
+        assert_eq!(auth.name.as_deref(), Some("app_a"));
+        assert_eq!(replicas(auth), Some(3));
+        assert!(constraints(auth).is_empty());
+        let c = container(auth);
+        let env = c.env.as_ref().unwrap();
+        assert!(env.contains(&"JWT_SECRET_FILE=/run/secrets/jwt".to_owned()));
+        assert!(env.contains(&"DATABASE_URL_FILE=/run/secrets/database-url".to_owned()));
+        assert!(env.iter().all(|e| !e.starts_with("JWT_SECRET=")));
+        for secret in c.secrets.as_ref().unwrap() {
+            let file = secret.file.as_ref().unwrap();
+            assert_eq!(file.uid.as_deref(), Some(NOBODY));
+            assert_eq!(file.mode, Some(0o400));
+        }
+        assert_eq!(
+            auth.update_config.as_ref().unwrap().order,
+            Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST)
+        );
+        let aliases = &auth
+            .task_template
+            .as_ref()
+            .unwrap()
+            .networks
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!(
+            aliases.aliases.as_deref(),
+            Some(&["auth-svc".to_owned()][..])
+        );
+        assert_eq!(
+            auth.endpoint_spec.as_ref().unwrap().mode,
+            Some(EndpointSpecModeEnum::DNSRR)
+        );
+    }
+
+    #[test]
+    fn the_edge_publishes_on_its_nodes_and_mounts_its_key_as_a_secret() {
+        let mut config = StackConfig::default();
+        config.ports.https = 8443;
+        let plan = plan(&config);
+        let edge = &plan.edge;
+        assert_eq!(constraints(edge), ["node.labels.stackctl.edge==true"]);
+        assert!(edge.mode.as_ref().unwrap().global.is_some());
+        let ports = edge.endpoint_spec.as_ref().unwrap().ports.clone().unwrap();
+        let published: Vec<(i64, i64)> = ports
+            .iter()
+            .map(|p| {
+                assert_eq!(
+                    p.publish_mode,
+                    Some(EndpointPortConfigPublishModeEnum::HOST)
+                );
+                (p.published_port.unwrap(), p.target_port.unwrap())
+            })
+            .collect();
+        assert_eq!(published, [(80, 80), (8443, 443)]);
+        let c = container(edge);
+        let key = &c.secrets.as_ref().unwrap()[0];
+        assert_eq!(
+            key.file.as_ref().unwrap().name.as_deref(),
+            Some("/etc/nginx/tls/key.pem")
+        );
+        let configs: Vec<&str> = c
+            .configs
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.file.as_ref().unwrap().name.as_deref().unwrap())
+            .collect();
+        assert_eq!(
+            configs,
+            [
+                "/etc/nginx/tls/cert.pem",
+                "/etc/nginx/site/stack.conf",
+                "/etc/nginx/site/routes"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_settings_hash_leaves_the_count_to_scale() {
+        let mut config = StackConfig::default();
+        let two = plan(&config);
+        config.services.auth.instances = 5;
+        let five = plan(&config);
+        assert_eq!(spec_hash(&two.apps[0]), spec_hash(&five.apps[0]));
+        assert_ne!(replicas(&two.apps[0]), replicas(&five.apps[0]));
+        config.services.auth.bcrypt_cost = 13;
+        let slower = plan(&config);
+        assert_ne!(spec_hash(&five.apps[0]), spec_hash(&slower.apps[0]));
+        let label = container(&slower.apps[0])
+            .labels
+            .as_ref()
+            .unwrap()
+            .get(LABEL_CONFIG_HASH)
+            .map(String::as_str);
+        assert_eq!(label, spec_hash(&slower.apps[0]), "tasks carry it too");
+    }
+}
