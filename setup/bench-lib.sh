@@ -43,3 +43,39 @@ bench_cleanup() {
 }
 
 api() { curl -fs --cacert "$work/.stackctl/tls/cert.pem" -H 'Content-Type: application/json' "$@"; }
+
+rows=()
+# failures OUT: the requests of a finished wrk run that did not get a 2xx (errors included).
+failures() {
+  local line
+  line=$(grep '^LOAD ' "$1") || { cat "$1" >&2; return 1; }
+  awk '{ n = 0; for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] != "ok") n += kv[2] } print n }' <<<"$line"
+}
+requests() { sed -nE 's/^LOAD requests=([0-9]+).*/\1/p' "$1"; }
+
+# step NAME COMMAND...: runs the command under both loads (setup/load.lua against $edge, with
+# LOAD_TOKEN and LOAD_REFERENCE set); appends a table row to `rows`: seconds, requests, failures.
+step() {
+  local name=$1
+  shift
+  LOAD_CONNECTION=close LOAD_INSTANCE=0 wrk -t2 -c4 -d30m --timeout 10s -s "$repo/setup/load.lua" \
+    "$edge" >"$work/close.out" 2>&1 &
+  local close_pid=$!
+  LOAD_CONNECTION=keep-alive LOAD_INSTANCE=1 wrk -t2 -c4 -d30m --timeout 10s \
+    -s "$repo/setup/load.lua" "$edge" >"$work/kept.out" 2>&1 &
+  local kept_pid=$!
+  sleep 1
+  local start end
+  start=$(date +%s.%N)
+  "$@" >"$work/step.out" 2>&1 || { cat "$work/step.out" >&2; kill -INT $close_pid $kept_pid; return 1; }
+  end=$(date +%s.%N)
+  sleep 1
+  kill -INT $close_pid $kept_pid
+  wait $close_pid $kept_pid || true
+  rows+=("$(printf '| %s | %s | %s | %s | %s | %s |' "$name" \
+    "$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.1f", e - s }')" \
+    "$(requests "$work/close.out")" "$(failures "$work/close.out")" \
+    "$(requests "$work/kept.out")" "$(failures "$work/kept.out")")")
+  printf '  %-40s %s\n' "$name" "${rows[-1]}" >&2
+}
+

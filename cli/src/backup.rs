@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     database::{self, Database},
-    docker::{Engine, Health},
+    docker::{Health, Located},
     stack::App,
     ui::Ui,
 };
@@ -256,16 +256,18 @@ pub fn verify(path: &Path) -> anyhow::Result<()> {
 /// Takes a backup of the service's database into `root/<db>/`. The caller holds the stack's
 /// lock, so no other backup of this stack is under way.
 pub async fn take(
-    engine: &Engine,
+    db: &Located<'_>,
     root: &Path,
     app: App,
     kind: Kind,
     ui: &Ui,
 ) -> anyhow::Result<Backup> {
     let label = app.service().label();
-    let container = database::of(app).container;
-    if engine.health(container).await? != Health::Healthy {
-        bail!("{container} is not running and healthy; start the stack with `stackctl up`");
+    if db.engine.health(&db.container).await? != Health::Healthy {
+        bail!(
+            "{} is not running and healthy; start the stack with `stackctl up`",
+            database::of(app).container
+        );
     }
     let dir = root.join(label);
     // Dumps hold personal data and password hashes: for the owner's eyes only.
@@ -294,7 +296,7 @@ pub async fn take(
         .open(&partial)
         .with_context(|| format!("cannot write {}", partial.display()))?;
     let finished = async {
-        let digest = dump(engine, app, file, ui).await?;
+        let digest = dump(db, app, file, ui).await?;
         write_synced(&sum_partial, format!("{digest}  {name}\n").as_bytes())?;
         // The backup's rename is the commit; a checksum left partial by a crash right after
         // it is finished by `sweep`.
@@ -416,7 +418,7 @@ fn sync_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Streams `pg_dump` through gzip into `file`; returns the SHA-256 of what was written.
-async fn dump(engine: &Engine, app: App, file: File, ui: &Ui) -> anyhow::Result<String> {
+async fn dump(at: &Located<'_>, app: App, file: File, ui: &Ui) -> anyhow::Result<String> {
     let Database {
         container,
         superuser: user,
@@ -425,9 +427,10 @@ async fn dump(engine: &Engine, app: App, file: File, ui: &Ui) -> anyhow::Result<
     } = database::of(app);
     let mut gz = GzEncoder::new(Hashing::new(BufWriter::new(file)), Compression::default());
     let bar = ui.bytes(&format!("pg_dump {db}"));
-    let (code, stderr) = engine
+    let (code, stderr) = at
+        .engine
         .exec_out(
-            container,
+            &at.container,
             "postgres",
             &[
                 "pg_dump",
@@ -524,7 +527,7 @@ fn restore_also(app: App) -> String {
 /// `transaction` gets the id of the replay's transaction as soon as it has one, so that
 /// [`settle`] can tell what became of it whenever the replay stopped.
 pub async fn replay(
-    engine: &Engine,
+    at: &Located<'_>,
     app: App,
     path: &Path,
     transaction: &std::sync::Mutex<Option<u64>>,
@@ -548,9 +551,10 @@ pub async fn replay(
         }
     });
     let session = format!("dbname={db} application_name={RESTORE_SESSION}");
-    let result = engine
+    let result = at
+        .engine
         .exec_in(
-            container,
+            &at.container,
             "postgres",
             &[
                 "psql",
@@ -631,7 +635,7 @@ pub enum Replayed {
 /// its last input; PostgreSQL rolls back when it ends), then tells whether its transaction
 /// committed.
 pub async fn settle(
-    engine: &Engine,
+    at: &Located<'_>,
     app: App,
     transaction: Option<u64>,
 ) -> anyhow::Result<Replayed> {
@@ -640,7 +644,7 @@ pub async fn settle(
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let (code, out) = query(engine, app, &open).await?;
+        let (code, out) = query(at, app, &open).await?;
         if code == 0 && out.trim() == "0" {
             break;
         }
@@ -656,7 +660,7 @@ pub async fn settle(
     let Some(id) = transaction else {
         return Ok(Replayed::RolledBack);
     };
-    let (code, out) = query(engine, app, &format!("SELECT pg_xact_status('{id}')")).await?;
+    let (code, out) = query(at, app, &format!("SELECT pg_xact_status('{id}')")).await?;
     match (code, out.trim()) {
         (0, "committed") => Ok(Replayed::Committed),
         (0, "aborted") => Ok(Replayed::RolledBack),
@@ -668,11 +672,11 @@ pub async fn settle(
 }
 
 /// One query in the service's database, as its owner; exit code and output.
-async fn query(engine: &Engine, app: App, sql: &str) -> anyhow::Result<(i64, String)> {
+async fn query(at: &Located<'_>, app: App, sql: &str) -> anyhow::Result<(i64, String)> {
     let db = database::of(app);
-    engine
+    at.engine
         .exec_as(
-            db.container,
+            &at.container,
             "postgres",
             &[
                 "psql",

@@ -40,6 +40,23 @@ pub struct Engine {
     docker: Docker,
 }
 
+/// A container and the engine it runs on: a name on one host, a swarm task's container on the
+/// engine of its node.
+pub struct Located<'a> {
+    pub engine: &'a Engine,
+    pub container: String,
+}
+
+impl<'a> Located<'a> {
+    /// A container of the local engine, by name.
+    pub fn local(engine: &'a Engine, name: &str) -> Self {
+        Self {
+            engine,
+            container: name.to_owned(),
+        }
+    }
+}
+
 /// A task of one of the stack's swarm services.
 #[derive(Debug, Clone)]
 pub struct StackTask {

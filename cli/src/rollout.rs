@@ -85,6 +85,16 @@ pub async fn instances(engine: &Engine, project: &str, app: App) -> anyhow::Resu
     Ok(found.into_iter().map(|(_, i)| i).collect())
 }
 
+/// The names of the service's running instances, lowest number first.
+pub async fn running(engine: &Engine, project: &str, app: App) -> anyhow::Result<Vec<String>> {
+    Ok(instances(engine, project, app)
+        .await?
+        .into_iter()
+        .filter(|i| i.running)
+        .map(|i| i.name)
+        .collect())
+}
+
 /// The steps that take `current` to `specs.instances` instances, replacing what `replace`
 /// says, and leave the edge routing to exactly them (`routed` is what it routes to now: a change
 /// cut short may have left a healthy instance unrouted). While instances are replaced one extra

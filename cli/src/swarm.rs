@@ -27,7 +27,7 @@ use crate::{
     cluster::{Cluster, NodeLabel},
     config::StackConfig,
     database,
-    docker::{Engine, LABEL_CONFIG_HASH, LABEL_PROJECT, LABEL_SERVICE},
+    docker::{Engine, LABEL_CONFIG_HASH, LABEL_PROJECT, LABEL_SERVICE, Located},
     images::ImageSet,
     stack::{self, AUTH_ALIAS, App, HEALTH_TIMEOUT, NETWORK, PROXY, STOP_GRACE, Service},
     state::Secrets,
@@ -975,18 +975,13 @@ pub async fn change(
     ui: &Ui,
 ) -> anyhow::Result<bool> {
     let name = service_name(app.service());
-    let Some(service) = manager
-        .services(project)
-        .await?
-        .into_iter()
-        .find(|s| s.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(name))
-    else {
+    let Some(service) = find(manager, project, app).await? else {
         return Ok(false);
     };
     let mut spec = service.spec.clone().unwrap_or_default();
-    let replicas = replicas(&spec).unwrap_or(0);
+    let before = replicas(&spec).unwrap_or(0);
     let step = match change {
-        Change::Scale(n) if replicas == i64::from(n) => {
+        Change::Scale(n) if before == i64::from(n) => {
             ui.step(&format!(
                 "{} already runs {n} instances; nothing to do",
                 app.service().label()
@@ -996,14 +991,14 @@ pub async fn change(
         Change::Scale(n) => {
             spec.mode = Some(replicated(n));
             format!(
-                "set {name} from {replicas} to {n} tasks; new ones are routed once healthy, leaving ones leave the routes before they stop"
+                "set {name} from {before} to {n} tasks; new ones are routed once healthy, leaving ones leave the routes before they stop"
             )
         }
         Change::Restart => {
             let template = spec.task_template.get_or_insert_with(Default::default);
             template.force_update = Some(template.force_update.unwrap_or(0) + 1);
             format!(
-                "replace the {replicas} tasks of {name} one at a time, each new one healthy before its old one stops"
+                "replace the {before} tasks of {name} one at a time, each new one healthy before its old one stops"
             )
         }
     };
@@ -1011,10 +1006,95 @@ pub async fn change(
         println!("1. {step}");
         return Ok(true);
     }
+    let count = replicas(&spec)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0);
     manager.put_service(Some(&service), spec).await?;
     wait_converged(manager, project, &[name.to_owned()], ui).await?;
+    wait_drained(manager, name, count, ui).await?;
     ui.step(&step);
     Ok(true)
+}
+
+/// The stack's swarm service of `app`, when it runs.
+async fn find(manager: &Engine, project: &str, app: App) -> anyhow::Result<Option<SwarmService>> {
+    let name = service_name(app.service());
+    Ok(manager
+        .services(project)
+        .await?
+        .into_iter()
+        .find(|s| s.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(name)))
+}
+
+/// How many tasks the service of `app` runs; `None` when it does not run.
+pub async fn instances(manager: &Engine, project: &str, app: App) -> anyhow::Result<Option<u32>> {
+    Ok(find(manager, project, app)
+        .await?
+        .and_then(|s| replicas(s.spec.as_ref()?))
+        .and_then(|n| u32::try_from(n).ok()))
+}
+
+/// Sets the service of `app` to `n` tasks, as it is otherwise, and waits for every task to run
+/// healthy and the others to have stopped (their requests drained).
+pub async fn scale_to(
+    manager: &Engine,
+    project: &str,
+    app: App,
+    n: u32,
+    ui: &Ui,
+) -> anyhow::Result<()> {
+    let name = service_name(app.service());
+    let service = find(manager, project, app).await?.with_context(|| {
+        format!("service {name} does not run; start the stack with `stackctl up`")
+    })?;
+    let mut spec = service.spec.clone().unwrap_or_default();
+    if replicas(&spec) != Some(i64::from(n)) {
+        spec.mode = Some(replicated(n));
+        manager.put_service(Some(&service), spec).await?;
+    }
+    if n > 0 {
+        wait_converged(manager, project, &[name.to_owned()], ui).await?;
+    }
+    wait_drained(manager, name, n, ui).await
+}
+
+/// Waits until no more than `n` tasks of the service are alive: the ones it scaled away or
+/// replaced have finished their requests and stopped.
+async fn wait_drained(manager: &Engine, name: &str, n: u32, ui: &Ui) -> anyhow::Result<()> {
+    let spinner = ui.spinner(&format!("waiting for leaving tasks of {name} to stop"));
+    let deadline = tokio::time::Instant::now() + STOP_GRACE + Duration::from_secs(30);
+    loop {
+        let live = manager
+            .tasks(name, false)
+            .await?
+            .iter()
+            .filter(|t| {
+                matches!(
+                    t.status.as_ref().and_then(|s| s.state),
+                    Some(
+                        TaskState::NEW
+                            | TaskState::ALLOCATED
+                            | TaskState::PENDING
+                            | TaskState::ASSIGNED
+                            | TaskState::ACCEPTED
+                            | TaskState::PREPARING
+                            | TaskState::READY
+                            | TaskState::STARTING
+                            | TaskState::RUNNING
+                    )
+                )
+            })
+            .count();
+        if live <= n as usize {
+            spinner.finish_and_clear();
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            spinner.finish_and_clear();
+            bail!("{live} tasks of {name} still run, {n} wanted");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// The latest error a task of the service reported, as a line to add to a message.
@@ -1040,12 +1120,6 @@ async fn last_error(manager: &Engine, name: &str) -> String {
             ))
         })
         .unwrap_or_default()
-}
-
-/// A running task's container, on its node.
-pub struct Located<'a> {
-    pub engine: &'a Engine,
-    pub container: String,
 }
 
 /// The container of a service's running task, and the engine of its node.

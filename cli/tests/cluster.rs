@@ -660,6 +660,104 @@ fn the_stack_runs_on_the_swarm_and_leaves_nothing_behind() {
     nodes.script(&["start-node", "3"]);
     nodes.until(3, "back", |r| r["state"] == "ready");
 
+    // A backup and a restore, run on whichever node holds the database; the files land here.
+    let (_, said) = nodes.ok(&["backup"]);
+    assert!(
+        said.contains("payments: ./backups/payments/payments_"),
+        "{said}"
+    );
+    let dumps: Vec<PathBuf> = std::fs::read_dir(nodes.dir.path().join("backups/payments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".sql.gz"))
+        .collect();
+    assert_eq!(dumps.len(), 1, "{dumps:?}");
+    let sums = std::fs::read_to_string(dumps[0].with_extension("gz.sha256")).unwrap();
+    let digest = Command::new("sha256sum").arg(&dumps[0]).output().unwrap();
+    assert_eq!(
+        sums.split_whitespace().next(),
+        String::from_utf8_lossy(&digest.stdout)
+            .split_whitespace()
+            .next(),
+        "the checksum beside the backup is the file's"
+    );
+    let later = nodes.https(
+        "POST",
+        "/b/payments",
+        Some(&token),
+        Some(&json!({"amount": 700, "currency": "KES", "paymentMethod": "MOBILE_MONEY", "customerPhone": "+254712345678"})),
+    );
+    assert_eq!(later.status, 201, "{}", later.body);
+    let later = later.body["data"]["payment"]["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, said) = nodes.ok(&["restore", "payments", "latest", "--yes"]);
+    assert!(said.contains("restored the payments database"), "{said}");
+    let gone = nodes.https("GET", &format!("/b/payments/{later}"), Some(&token), None);
+    assert_eq!(
+        gone.status, 404,
+        "a payment made after the backup: {}",
+        gone.body
+    );
+    let kept = nodes.https(
+        "GET",
+        &format!("/b/payments/{reference}"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(kept.status, 200, "{}", kept.body);
+    let (logs, _) = nodes.ok(&["logs", "payments", "--tail", "3"]);
+    assert!(logs.contains("app_b.1 on node "), "{logs}");
+
+    // Losing the node of a database: that service answers 503 and the other serves on; when
+    // the node is back, `up` brings the database back.
+    nodes.script(&["stop-node", "2"]);
+    let lost = Instant::now();
+    loop {
+        let payment = nodes.https(
+            "GET",
+            &format!("/b/payments/{reference}"),
+            Some(&token),
+            None,
+        );
+        if payment.status == 503 {
+            break;
+        }
+        assert!(
+            lost.elapsed() < Duration::from_secs(90),
+            "payments still answer {} without their database",
+            payment.status
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!(
+        "payments answered 503 {:.1} s after their database's node was lost",
+        lost.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        nodes.https("GET", "/a/auth/me", Some(&token), None).status,
+        200
+    );
+    nodes.script(&["start-node", "2"]);
+    nodes.until(2, "back", |r| r["state"] == "ready");
+    nodes.ok(&["up"]);
+    let back = nodes.https(
+        "GET",
+        &format!("/b/payments/{reference}"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(back.status, 200, "{}", back.body);
+    assert_eq!(
+        nodes
+            .ps()
+            .iter()
+            .filter(|t| t["service"] == "payments-db" && t["health"] == "healthy")
+            .count(),
+        1
+    );
+
     // A second up changes nothing.
     let started = Instant::now();
     let (_, said) = nodes.ok(&["up"]);

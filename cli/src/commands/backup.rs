@@ -18,9 +18,10 @@ use serde::Serialize;
 use crate::{
     backup::{self, Checksum, Kind},
     config::{StackConfig, parse_cron},
-    docker::Engine,
     stack::App,
 };
+
+use super::Site;
 
 /// Back up the databases: `pg_dump` in each database container, gzipped while it streams, into
 /// `<backup.dir>/<db>/<db>_YYYYmmdd_HHMMSS.sql.gz` (UTC) with a `.sha256` beside it. A file
@@ -96,18 +97,18 @@ struct Row {
 
 pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let config = ctx.config()?;
-    super::single_host_only(&config, "backup")?;
     let root = ctx.base_dir().join(&config.backup.dir);
     match args.command {
         None => {
             let _lock = ctx.state.lock()?;
-            let engine = Engine::connect().await?;
+            let site = Site::connect(ctx, &config).await?;
             for app in args.target.apps() {
                 for line in backup::sweep(&root, app)? {
                     ctx.ui.detail(&line);
                 }
                 let started = Instant::now();
-                let b = backup::take(&engine, &root, app, Kind::Backup, &ctx.ui).await?;
+                let db = site.database(app).await?;
+                let b = backup::take(&db, &root, app, Kind::Backup, &ctx.ui).await?;
                 ctx.ui.step(&format!(
                     "{}: {} ({}, {:.1}s)",
                     app.service().label(),
@@ -260,13 +261,14 @@ async fn run_once(
 ) -> anyhow::Result<String> {
     let started = Instant::now();
     let _lock = ctx.state.lock()?;
-    let engine = Engine::connect().await?;
+    let site = Site::connect(ctx, config).await?;
     let mut parts = Vec::new();
     for app in App::ALL {
         for line in backup::sweep(root, app)? {
             log(&line);
         }
-        let b = backup::take(&engine, root, app, Kind::Backup, &ctx.ui).await?;
+        let db = site.database(app).await?;
+        let b = backup::take(&db, root, app, Kind::Backup, &ctx.ui).await?;
         parts.push(format!(
             "{} {} ({})",
             app.service().label(),

@@ -3,9 +3,10 @@
 use anyhow::bail;
 use futures_util::{StreamExt, stream::select_all};
 
+use super::Site;
 use crate::{
-    docker::{Engine, LABEL_SERVICE},
-    stack::Service,
+    docker::Engine,
+    stack::{self, Service, StackContainer},
 };
 
 /// Show the logs of a service (all its instances) or of the whole stack, each line prefixed
@@ -52,30 +53,49 @@ const COLOURS: [console::Color; 6] = [
     console::Color::Red,
 ];
 
+/// One container whose log lines are shown, and the name they are prefixed with.
+struct Source<'a> {
+    name: String,
+    engine: &'a Engine,
+    container: String,
+}
+
 pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let config = ctx.config()?;
-    super::single_host_only(&config, "logs")?;
-    let engine = Engine::connect().await?;
-    let mut names: Vec<String> = engine
-        .containers(&config.project)
-        .await?
-        .into_iter()
-        .filter(|c| {
-            args.service.is_none_or(|s| {
-                c.labels
-                    .as_ref()
-                    .and_then(|l| l.get(LABEL_SERVICE))
-                    .is_some_and(|v| v == s.label())
-            })
-        })
-        .filter_map(|c| {
-            c.names?
-                .first()
-                .map(|n| n.trim_start_matches('/').to_owned())
-        })
-        .collect();
-    names.sort();
-    if names.is_empty() {
+    let site = Site::connect(ctx, &config).await?;
+    let wanted = |c: &StackContainer| args.service.is_none_or(|s| c.service == Some(s));
+    let mut sources = Vec::new();
+    match &site {
+        Site::Local(engine) => {
+            for c in stack::containers(engine, &config.project).await? {
+                if wanted(&c) {
+                    sources.push(Source {
+                        name: c.name.clone(),
+                        engine,
+                        container: c.name,
+                    });
+                }
+            }
+        }
+        // The running tasks' containers, on every node that answers (`app_a.2.<task id>`
+        // shows as `app_a.2 on node 3`).
+        Site::Cluster(nodes) => {
+            for (i, engine) in nodes.reachable() {
+                for c in stack::containers(engine, &config.project).await? {
+                    if wanted(&c) && c.running {
+                        let task = c.name.rsplit_once('.').map_or(c.name.as_str(), |(t, _)| t);
+                        sources.push(Source {
+                            name: format!("{task} on node {}", i + 1),
+                            engine,
+                            container: c.name.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    sources.sort_by(|a, b| a.name.cmp(&b.name));
+    if sources.is_empty() {
         bail!(
             "no containers{} in stack '{}' (is it up? see stackctl ps)",
             args.service
@@ -84,13 +104,14 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
             config.project
         );
     }
-    let width = names.iter().map(String::len).max().unwrap_or(0);
-    let streams = names.iter().enumerate().map(|(i, name)| {
-        let prefix = console::style(format!("{name:width$} |"))
+    let width = sources.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let streams = sources.iter().enumerate().map(|(i, source)| {
+        let prefix = console::style(format!("{:width$} |", source.name))
             .fg(COLOURS[i % COLOURS.len()])
             .to_string();
-        engine
-            .logs(name, args.follow, args.tail, args.since)
+        source
+            .engine
+            .logs(&source.container, args.follow, args.tail, args.since)
             .map(move |chunk| chunk.map(|text| (prefix.clone(), text)))
             .boxed()
     });

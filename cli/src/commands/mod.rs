@@ -2,7 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{config::StackConfig, state::StateDir, ui::Ui};
+use crate::{
+    config::StackConfig,
+    database,
+    docker::{Engine, Located},
+    stack::App,
+    state::StateDir,
+    swarm,
+    ui::Ui,
+};
 
 pub mod backup;
 pub mod certs;
@@ -55,11 +63,36 @@ impl Ctx {
     }
 }
 
+/// Where the stack runs: the local engine, or the nodes of a swarm.
+pub enum Site {
+    Local(Engine),
+    Cluster(swarm::Nodes),
+}
+
+impl Site {
+    pub async fn connect(ctx: &Ctx, config: &StackConfig) -> anyhow::Result<Self> {
+        Ok(match &config.cluster {
+            Some(cluster) => Self::Cluster(swarm::Nodes::connect(cluster, ctx.base_dir()).await?),
+            None => Self::Local(Engine::connect().await?),
+        })
+    }
+
+    /// The container of `app`'s database, on the engine that runs it.
+    pub async fn database(&self, app: App) -> anyhow::Result<Located<'_>> {
+        match self {
+            Self::Local(engine) => Ok(Located::local(engine, database::of(app).container)),
+            Self::Cluster(nodes) => {
+                swarm::running_container(nodes, swarm::service_name(app.database())).await
+            }
+        }
+    }
+}
+
 /// Refuses a command that does not run on a `[cluster]` stack yet, before it changes anything.
 pub fn single_host_only(config: &StackConfig, command: &str) -> anyhow::Result<()> {
     if config.cluster.is_some() {
         anyhow::bail!(
-            "`stackctl {command}` does not run on a [cluster] stack yet; on a cluster, `up`, `ps`, `scale`, `restart`, `down` and `cluster` do"
+            "`stackctl {command}` does not run on a [cluster] stack yet; on a cluster, every command but `certs` does"
         );
     }
     Ok(())

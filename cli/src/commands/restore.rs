@@ -5,6 +5,7 @@ use std::{path::PathBuf, sync::Mutex, time::Instant};
 use anyhow::{Context, bail};
 use futures_util::future::try_join_all;
 
+use super::Site;
 use crate::{
     backup::{self, Backup, Kind, Replayed},
     database,
@@ -12,6 +13,8 @@ use crate::{
     nginx,
     rollout::{self, Rollout, Step},
     stack::{self, App, STOP_GRACE},
+    swarm,
+    ui::Ui,
 };
 
 /// Restore a service's database from a backup. The file's checksum and its whole gzip stream
@@ -46,7 +49,6 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let app = args.service;
     let label = app.service().label();
     let config = ctx.config()?;
-    super::single_host_only(&config, "restore")?;
     let root = ctx.base_dir().join(&config.backup.dir);
     let _lock = ctx.state.lock()?;
     for line in backup::sweep(&root, app)? {
@@ -84,30 +86,23 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         bail!("nothing was restored");
     }
 
-    let engine = Engine::connect().await?;
-    let container = database::of(app).container;
-    if engine.health(container).await? != Health::Healthy {
-        bail!("{container} is not running and healthy; start the stack with `stackctl up`");
+    let site = Site::connect(ctx, &config).await?;
+    let db = site.database(app).await?;
+    if db.engine.health(&db.container).await? != Health::Healthy {
+        bail!(
+            "{} is not running and healthy; start the stack with `stackctl up`",
+            database::of(app).container
+        );
     }
     // A restore killed a moment ago may still be rolling back.
-    backup::settle(&engine, app, None).await?;
+    backup::settle(&db, app, None).await?;
 
-    let instances: Vec<String> = rollout::instances(&engine, &config.project, app)
-        .await?
-        .into_iter()
-        .filter(|i| i.running)
-        .map(|i| i.name)
-        .collect();
-    let routes_path = ctx.state.path(nginx::ROUTES_FILE);
-    let routed = nginx::routed_now(&routes_path)?;
-    let mut rollout = Rollout::new(&engine, routes_path, routed, &ctx.ui);
+    let mut instances = Instances::of(&site, ctx, &config.project, app).await?;
     let transaction = Mutex::new(None);
     let replace = async {
-        rollout.run(vec![Step::Route(app, Vec::new())]).await?;
-        ctx.ui.step(&format!("stopping {}", instances.join(", ")));
-        try_join_all(instances.iter().map(|n| engine.stop(n, STOP_GRACE))).await?;
+        instances.stop(&ctx.ui).await?;
         // Taken with the writers stopped, so no write falls between it and the restore.
-        let safety = backup::take(&engine, &root, app, Kind::PreRestore, &ctx.ui).await?;
+        let safety = backup::take(&db, &root, app, Kind::PreRestore, &ctx.ui).await?;
         ctx.ui.step(&format!(
             "safety backup of the current data: {}",
             safety.path.display()
@@ -115,7 +110,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         ctx.ui
             .step(&format!("restoring {label} from {}", path.display()));
         let started = Instant::now();
-        backup::replay(&engine, app, &path, &transaction).await?;
+        backup::replay(&db, app, &path, &transaction).await?;
         anyhow::Ok((safety, started.elapsed().as_secs_f64()))
     };
     let outcome = tokio::select! {
@@ -142,7 +137,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
                 });
             }
             let id = transaction.lock().ok().and_then(|id| *id);
-            backup::settle(&engine, app, id).await
+            backup::settle(&db, app, id).await
         }
     };
     let state = match &replayed {
@@ -152,14 +147,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     };
 
     // Whatever happened, the instances run again and nginx routes to them.
-    ctx.ui.step(&format!("starting {}", instances.join(", ")));
-    let restarted = async {
-        try_join_all(instances.iter().map(|n| engine.start(n))).await?;
-        stack::wait_healthy(&engine, &instances, &ctx.ui).await?;
-        rollout.run(vec![Step::Route(app, instances.clone())]).await
-    }
-    .await;
-    if let Err(e) = restarted {
+    if let Err(e) = instances.start(&ctx.ui).await {
         return Err(e.context(format!(
             "{state}, but its instances did not come back; see stackctl logs {label}, then stackctl up"
         )));
@@ -182,6 +170,127 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         ))),
         Outcome::Interrupted(signal) => {
             bail!("restore interrupted ({signal}); {state} and its instances run again")
+        }
+    }
+}
+
+/// The instances a restore stops and starts again, and how.
+enum Instances<'a> {
+    /// On one host: the running instances, taken out of nginx's routes, then stopped.
+    Local {
+        engine: &'a Engine,
+        app: App,
+        rollout: Rollout<'a>,
+        names: Vec<String>,
+    },
+    /// On a swarm: the service scaled to no task (Docker's DNS, and so the edge, drop them
+    /// first) and back to its count.
+    Swarm {
+        manager: &'a Engine,
+        project: &'a str,
+        app: App,
+        count: u32,
+    },
+}
+
+impl<'a> Instances<'a> {
+    async fn of(
+        site: &'a Site,
+        ctx: &'a super::Ctx,
+        project: &'a str,
+        app: App,
+    ) -> anyhow::Result<Self> {
+        Ok(match site {
+            Site::Local(engine) => {
+                let names = rollout::running(engine, project, app).await?;
+                let routes_path = ctx.state.path(nginx::ROUTES_FILE);
+                let routed = nginx::routed_now(&routes_path)?;
+                Self::Local {
+                    engine,
+                    app,
+                    rollout: Rollout::new(engine, routes_path, routed, &ctx.ui),
+                    names,
+                }
+            }
+            Site::Cluster(nodes) => {
+                let manager = nodes.manager();
+                let count = swarm::instances(manager, project, app)
+                    .await?
+                    .filter(|n| *n > 0)
+                    .with_context(|| {
+                        format!(
+                            "{} runs no instance; start the stack with `stackctl up`",
+                            app.service().label()
+                        )
+                    })?;
+                Self::Swarm {
+                    manager,
+                    project,
+                    app,
+                    count,
+                }
+            }
+        })
+    }
+
+    /// What stops and starts: `app_a1, app_a2`, or `the 2 tasks of app_a`.
+    fn describe(&self) -> String {
+        match self {
+            Self::Local { names, .. } => names.join(", "),
+            Self::Swarm { app, count, .. } => {
+                format!(
+                    "the {count} tasks of {}",
+                    swarm::service_name(app.service())
+                )
+            }
+        }
+    }
+
+    async fn stop(&mut self, ui: &Ui) -> anyhow::Result<()> {
+        let what = self.describe();
+        match self {
+            Self::Local {
+                engine,
+                app,
+                rollout,
+                names,
+            } => {
+                rollout.run(vec![Step::Route(*app, Vec::new())]).await?;
+                ui.step(&format!("stopping {what}"));
+                try_join_all(names.iter().map(|n| engine.stop(n, STOP_GRACE))).await?;
+                Ok(())
+            }
+            Self::Swarm {
+                manager,
+                project,
+                app,
+                ..
+            } => {
+                ui.step(&format!("stopping {what}"));
+                swarm::scale_to(manager, project, *app, 0, ui).await
+            }
+        }
+    }
+
+    async fn start(&mut self, ui: &Ui) -> anyhow::Result<()> {
+        ui.step(&format!("starting {}", self.describe()));
+        match self {
+            Self::Local {
+                engine,
+                app,
+                rollout,
+                names,
+            } => {
+                try_join_all(names.iter().map(|n| engine.start(n))).await?;
+                stack::wait_healthy(engine, names, ui).await?;
+                rollout.run(vec![Step::Route(*app, names.clone())]).await
+            }
+            Self::Swarm {
+                manager,
+                project,
+                app,
+                count,
+            } => swarm::scale_to(manager, project, *app, *count, ui).await,
         }
     }
 }

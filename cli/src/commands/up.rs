@@ -241,13 +241,7 @@ impl Edge<'_> {
 async fn running_routes(engine: &Engine, project: &str) -> anyhow::Result<nginx::Routes> {
     let mut routes = nginx::Routes::default();
     for app in App::ALL {
-        let names = rollout::instances(engine, project, app)
-            .await?
-            .into_iter()
-            .filter(|i| i.running)
-            .map(|i| i.name)
-            .collect();
-        routes.set(app, names);
+        routes.set(app, rollout::running(engine, project, app).await?);
     }
     Ok(routes)
 }
