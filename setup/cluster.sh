@@ -79,9 +79,10 @@ stop_daemon() {
 
 start() {
   local driver i name address count=${arg:-3}
-  driver=$(docker info -f '{{.Driver}}')
+  # Called in a condition, where `set -e` does not apply: every step says when it failed.
+  driver=$(docker info -f '{{.Driver}}') || return 1
   mkdir -p "$dir"
-  ip netns add "$SWITCH"
+  ip netns add "$SWITCH" || return 1
   ip -n "$SWITCH" link add br0 type bridge
   ip -n "$SWITCH" link set br0 up
   ip -n "$SWITCH" link set lo up
@@ -96,7 +97,7 @@ start() {
   for name in $(node_names "$count"); do
     i=$((i + 1))
     address=$PREFIX.$((10 + i))
-    ip netns add "$name"
+    ip netns add "$name" || return 1
     ip -n "$name" link set lo up
     ip link add "$name" netns "$SWITCH" type veth peer name eth0 netns "$name"
     ip -n "$SWITCH" link set "$name" master br0 up
@@ -120,7 +121,7 @@ JSON
     start_daemon "$name"
   done
   for name in $(node_names "$count"); do
-    wait_daemon "$name"
+    wait_daemon "$name" || return 1
   done
 
   {
@@ -159,6 +160,11 @@ node() {
 
 case $cmd in
 start)
+  # One at a time: the namespaces and addresses are fixed (and `stop` would take the other's).
+  if ip netns list | grep -q "^$SWITCH\b"; then
+    echo "cluster: a test cluster already runs (namespace $SWITCH); stop it first" >&2
+    exit 1
+  fi
   if ! start; then
     stop
     exit 1

@@ -13,6 +13,7 @@ packages=(
   python3-venv     # Schemathesis' own environment (setup/fuzz-api.sh)
   mmdebstrap       # builds the Debian base image on engines with no registry
   chromium         # renders the Swagger UI in the end-to-end test
+  iproute2 util-linux  # ip, nsenter, unshare: the test cluster's nodes (setup/cluster.sh)
   ca-certificates
   curl
 )
