@@ -55,91 +55,106 @@ pub fn service_name(service: Service) -> &'static str {
 
 /// The cluster's engines as stackctl reaches them.
 pub struct Nodes {
-    /// In `[cluster]`'s order; an engine that did not answer is why.
-    engines: Vec<Result<Engine, String>>,
-    /// The swarm node id of each engine that answered and is in the swarm.
-    ids: Vec<Option<String>>,
+    answered: Vec<Answered>,
+    /// Nodes whose engine did not answer, and why.
+    silent: Vec<Silent>,
+    /// The first manager among `answered`.
     manager: usize,
+}
+
+/// A node whose engine answered.
+struct Answered {
+    /// Its place in `[cluster]`, from 0.
+    index: usize,
+    engine: Engine,
+    /// Its swarm node id, when it is in the swarm.
+    node_id: Option<String>,
+}
+
+struct Silent {
+    index: usize,
+    why: String,
 }
 
 impl Nodes {
     /// Connects to every node; refuses when no manager of the swarm answers.
     pub async fn connect(cluster: &Cluster, base_dir: &Path) -> anyhow::Result<Self> {
-        let engines: Vec<Result<Engine, String>> = futures_util::future::join_all(
+        let engines = futures_util::future::join_all(
             cluster
                 .nodes
                 .iter()
                 .map(|node| Engine::connect_node(node, base_dir)),
         )
-        .await
-        .into_iter()
-        .map(|e| e.map_err(|e| format!("{e:#}")))
-        .collect();
-        let mut ids = Vec::new();
+        .await;
+        let mut answered = Vec::new();
+        let mut silent = Vec::new();
         let mut manager = None;
-        for engine in &engines {
-            let info = match engine {
-                Ok(engine) => Some(engine.swarm().await?),
-                Err(_) => None,
-            };
-            let info = info.unwrap_or_default();
-            if manager.is_none() && info.control_available == Some(true) {
-                manager = Some(ids.len());
+        for (index, engine) in engines.into_iter().enumerate() {
+            match engine {
+                Ok(engine) => {
+                    let info = engine.swarm().await?;
+                    if manager.is_none() && info.control_available == Some(true) {
+                        manager = Some(answered.len());
+                    }
+                    answered.push(Answered {
+                        index,
+                        engine,
+                        node_id: info.node_id.filter(|id| !id.is_empty()),
+                    });
+                }
+                Err(e) => silent.push(Silent {
+                    index,
+                    why: format!("{e:#}"),
+                }),
             }
-            ids.push(info.node_id.filter(|id| !id.is_empty()));
         }
         let Some(manager) = manager else {
-            let why: Vec<String> = engines
+            let mut why: Vec<Silent> = answered
                 .iter()
-                .enumerate()
-                .map(|(i, e)| match e {
-                    Ok(_) => format!("node {}: answers, not a manager", i + 1),
-                    Err(e) => format!("node {}: {e}", i + 1),
+                .map(|a| Silent {
+                    index: a.index,
+                    why: "answers, not a manager".to_owned(),
                 })
+                .chain(silent)
+                .collect();
+            why.sort_by_key(|s| s.index);
+            let lines: Vec<String> = why
+                .iter()
+                .map(|s| format!("node {}: {}", s.index + 1, s.why))
                 .collect();
             bail!(
                 "no node answers as a swarm manager (run `stackctl cluster init` first):\n  {}",
-                why.join("\n  ")
+                lines.join("\n  ")
             );
         };
         Ok(Self {
-            engines,
-            ids,
+            answered,
+            silent,
             manager,
         })
     }
 
     /// A manager's engine: services, secrets and the swarm's view go through it.
     pub fn manager(&self) -> &Engine {
-        match &self.engines[self.manager] {
-            Ok(engine) => engine,
-            Err(_) => unreachable!("the manager is a node that answered"),
-        }
+        &self.answered[self.manager].engine
     }
 
     /// The engines that answered, with their place in `[cluster]`.
     pub fn reachable(&self) -> impl Iterator<Item = (usize, &Engine)> {
-        self.engines
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| e.as_ref().ok().map(|e| (i, e)))
+        self.answered.iter().map(|a| (a.index, &a.engine))
     }
 
     /// Nodes whose engine did not answer, and why.
     pub fn unreachable(&self) -> impl Iterator<Item = (usize, &str)> {
-        self.engines
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| e.as_ref().err().map(|e| (i, e.as_str())))
+        self.silent.iter().map(|s| (s.index, s.why.as_str()))
     }
 
     /// The engine of the swarm node with this id, when it answered.
     pub fn of_node(&self, node_id: &str) -> Option<&Engine> {
-        let i = self
-            .ids
+        self.answered
             .iter()
-            .position(|id| id.as_deref() == Some(node_id))?;
-        self.engines[i].as_ref().ok()
+            .find(|a| a.node_id.as_deref() == Some(node_id))
+            .map(|a| &a.engine)
     }
 }
 
@@ -1120,6 +1135,28 @@ async fn last_error(manager: &Engine, name: &str) -> String {
             ))
         })
         .unwrap_or_default()
+}
+
+/// Whether a running instance of `app` started before its database's running task did. After
+/// the database's node was lost and came back, such instances may hold connections to an
+/// address that is gone: a lost node sends no reset, so they would wait on them.
+pub async fn predates_database(manager: &Engine, project: &str, app: App) -> anyhow::Result<bool> {
+    if instances(manager, project, app).await?.is_none() {
+        return Ok(false);
+    }
+    let started = |tasks: Vec<Task>| -> Vec<chrono::DateTime<chrono::FixedOffset>> {
+        tasks
+            .iter()
+            .filter(|t| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING))
+            .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t.created_at.as_deref()?).ok())
+            .collect()
+    };
+    let database = started(manager.tasks(service_name(app.database()), true).await?);
+    let Some(database) = database.into_iter().max() else {
+        return Ok(false);
+    };
+    let apps = started(manager.tasks(service_name(app.service()), true).await?);
+    Ok(apps.iter().any(|t| *t < database))
 }
 
 /// The container of a service's running task, and the engine of its node.

@@ -415,6 +415,22 @@ impl Nodes {
         }
     }
 
+    /// The edge's access log lines of requests that did not get a 2xx, and the services'
+    /// warnings and errors.
+    fn failures(&self) -> String {
+        let (edge, _) = self.ok(&["logs", "nginx"]);
+        let (services, _) = self.ok(&["logs"]);
+        edge.lines()
+            .filter(|l| l.contains("\"status\":") && !l.contains("\"status\":2"))
+            .chain(
+                services.lines().filter(|l| {
+                    l.contains("\"level\":\"WARN\"") || l.contains("\"level\":\"ERROR\"")
+                }),
+            )
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     fn ps(&self) -> Vec<Value> {
         let (json, _) = self.ok(&["ps", "--json"]);
         serde_json::from_str::<Value>(&json)
@@ -591,6 +607,15 @@ fn the_stack_runs_on_the_swarm_and_leaves_nothing_behind() {
     let one_per_request = load.finish();
     let reused = kept_alive.finish();
     let h2 = reads.finish();
+    let failed = one_per_request["ok"] != one_per_request["requests"]
+        || reused["ok"] != reused["requests"]
+        || h2.status_2xx != h2.requests;
+    if failed {
+        eprintln!(
+            "what failed, as the edge and the services logged it:\n{}",
+            nodes.failures()
+        );
+    }
     assert_all_served(&one_per_request);
     assert_all_served(&reused);
     assert!(h2.requests > 100, "{h2:?}");
@@ -768,6 +793,30 @@ fn the_stack_runs_on_the_swarm_and_leaves_nothing_behind() {
     for word in ["loaded", "created", "updated", "removing"] {
         assert!(!said.contains(word), "a second up did {word}:\n{said}");
     }
+
+    // A new certificate: the edge is updated to it (its one node stops serving meanwhile), and
+    // answers with it, verified against the new file.
+    let probe = Probe::start(&nodes);
+    let (said, _) = nodes.ok(&["certs", "--force"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let samples = probe.finish();
+    let failed: Vec<&Sample> = samples.iter().filter(|s| !s.ok).collect();
+    let span = match (failed.first(), failed.last()) {
+        (Some(first), Some(last)) => (last.at - first.at).as_secs_f64(),
+        _ => 0.0,
+    };
+    eprintln!(
+        "certs --force with one edge node: {} of {} health checks failed, over {span:.1} s",
+        failed.len(),
+        samples.len()
+    );
+    assert!(said.contains("sha256:"), "{said}");
+    let served = nodes.https("GET", "/health/service_a", None, None);
+    assert_eq!(
+        served.status, 200,
+        "the edge serves the new certificate: {}",
+        served.body
+    );
 
     nodes.ok(&["down", "--volumes", "--yes"]);
     for n in 1..=3 {

@@ -1,6 +1,11 @@
 //! `stackctl certs [--force]`: the edge's certificate.
 
-use crate::{certs, docker::Engine, stack::PROXY};
+use crate::{
+    certs,
+    docker::Engine,
+    stack::{PROXY, Service},
+    swarm,
+};
 
 /// Create the self-signed certificate if missing or expiring within 30 days (or always, with
 /// --force) and print where it is and its fingerprint, for `curl --cacert`.
@@ -16,7 +21,6 @@ pub struct Args {
 
 pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let config = ctx.config()?;
-    super::single_host_only(&config, "certs")?;
     let _lock = ctx.state.lock()?;
     let info = certs::ensure(&ctx.state, &config.tls.names, args.force)?;
     println!("certificate: {}", info.cert_path.display());
@@ -24,7 +28,24 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     println!("names:       {}", info.names.join(", "));
     println!("expires:     {}", info.not_after.date());
     println!("sha256:      {}", info.fingerprint);
-    if info.renewed {
+    if !info.renewed {
+        return Ok(());
+    }
+    if let Some(cluster) = &config.cluster {
+        // Swarm never changes a secret: the new key is a new one, and the edge service is
+        // updated to it, one edge node at a time (`up` does that, changing nothing else).
+        let nodes = swarm::Nodes::connect(cluster, ctx.base_dir()).await?;
+        let edge = swarm::service_name(Service::Nginx);
+        let running = nodes
+            .manager()
+            .services(&config.project)
+            .await?
+            .iter()
+            .any(|s| s.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(edge));
+        if running {
+            super::up::up_cluster(ctx, &config, cluster).await?;
+        }
+    } else {
         // A running edge keeps serving the old certificate until it reloads.
         if let Ok(engine) = Engine::connect().await
             && engine.inspect(PROXY).await?.is_some()

@@ -88,16 +88,6 @@ impl Site {
     }
 }
 
-/// Refuses a command that does not run on a `[cluster]` stack yet, before it changes anything.
-pub fn single_host_only(config: &StackConfig, command: &str) -> anyhow::Result<()> {
-    if config.cluster.is_some() {
-        anyhow::bail!(
-            "`stackctl {command}` does not run on a [cluster] stack yet; on a cluster, every command but `certs` does"
-        );
-    }
-    Ok(())
-}
-
 /// Asks `question` on the terminal; refuses when there is none, so scripts must pass `--yes`.
 pub fn confirm(question: &str) -> anyhow::Result<bool> {
     use std::io::{BufRead, IsTerminal, Write};

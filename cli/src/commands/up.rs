@@ -124,7 +124,7 @@ pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
 /// order (databases, their roles, auth and payments, the edge), each waited for until its tasks
 /// run healthy. A service whose settings did not change is left alone; one that did is updated
 /// by swarm, a task at a time, new before old for the services.
-async fn up_cluster(
+pub(super) async fn up_cluster(
     ctx: &super::Ctx,
     config: &StackConfig,
     cluster: &Cluster,
@@ -171,6 +171,13 @@ async fn up_cluster(
         let at = swarm::running_container(&nodes, swarm::service_name(app.database())).await?;
         db.ensure_app_role(at.engine, &at.container, secrets.app_password(app))
             .await?;
+        if swarm::predates_database(manager, project, app).await? {
+            ui.step(&format!(
+                "{} instances started before their database did (its node came back): replacing them",
+                app.service().label()
+            ));
+            swarm::change(manager, project, app, swarm::Change::Restart, false, ui).await?;
+        }
     }
     swarm::put(manager, project, &plan.apps, ui).await?;
     swarm::wait_converged(manager, project, &names(&plan.apps), ui).await?;

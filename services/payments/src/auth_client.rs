@@ -19,6 +19,9 @@ pub enum AuthError {
 
 pub struct AuthClient {
     http: reqwest::Client,
+    /// The same client without a connection pool, for the retry: its connection is new, made
+    /// to an address resolved now.
+    fresh: reqwest::Client,
     me_url: String,
     health_url: String,
     cache: Option<TokenCache>,
@@ -38,10 +41,17 @@ impl AuthClient {
         cache_capacity: usize,
     ) -> anyhow::Result<Self> {
         let base = base_url.trim_end_matches('/');
-        let http = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .timeout(timeout)
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(timeout)
+                .timeout(timeout)
+        };
+        let http = builder()
             .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .context("build the auth service client")?;
+        let fresh = builder()
+            .pool_max_idle_per_host(0)
             .build()
             .context("build the auth service client")?;
         let cache = (cache_secs > 0 && cache_capacity > 0).then(|| TokenCache {
@@ -50,6 +60,7 @@ impl AuthClient {
         });
         Ok(Self {
             http,
+            fresh,
             me_url: format!("{base}/auth/me"),
             health_url: format!("{base}/health"),
             cache,
@@ -93,11 +104,13 @@ impl AuthClient {
 
     /// Sends `POST /auth/me`. A connection the auth instance closed under us (it is being
     /// replaced, or closed an idle keep-alive connection just as it was reused) is retried once
-    /// on a fresh one: the call only reads, so a retry is safe. A timeout is not retried.
+    /// on a new connection, never a pooled one (the pool may hold more connections to the
+    /// leaving instance): the call only reads, so a retry is safe. A timeout is not retried.
     async fn ask_me(&self, token: &str) -> Result<reqwest::Response, AuthError> {
         let mut retried = false;
         loop {
-            let mut req = self.http.post(&self.me_url).bearer_auth(token);
+            let client = if retried { &self.fresh } else { &self.http };
+            let mut req = client.post(&self.me_url).bearer_auth(token);
             if let Some(id) = svc_common::request_id::current() {
                 req = req.header(svc_common::request_id::HEADER, id);
             }
