@@ -458,7 +458,7 @@ impl SwarmPlan {
     }
 }
 
-/// What one service's tasks are like; `service` fills in the rest.
+/// What one service's tasks are like; `service_spec` fills in the rest.
 struct Shape {
     service: Service,
     container: TaskSpecContainerSpec,
