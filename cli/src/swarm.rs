@@ -1159,6 +1159,82 @@ pub async fn predates_database(manager: &Engine, project: &str, app: App) -> any
     Ok(apps.iter().any(|t| *t < database))
 }
 
+/// The containers of a service's running tasks, on their nodes (those whose engine answers).
+async fn running_containers<'a>(
+    nodes: &'a Nodes,
+    service: &str,
+) -> anyhow::Result<Vec<Located<'a>>> {
+    let mut found = Vec::new();
+    for task in nodes.manager().tasks(service, true).await? {
+        let status = task.status.unwrap_or_default();
+        if status.state != Some(TaskState::RUNNING) {
+            continue;
+        }
+        let container = status.container_status.and_then(|c| c.container_id);
+        let engine = task.node_id.as_deref().and_then(|id| nodes.of_node(id));
+        if let (Some(container), Some(engine)) = (container, engine) {
+            found.push(Located { engine, container });
+        }
+    }
+    Ok(found)
+}
+
+/// Waits until every edge routes `app` to exactly the overlay addresses of its running tasks.
+/// Docker's DNS on an edge node can lag behind a change made on the others (a task gone, or
+/// new), and a command that changed the tasks should return once the edge sees the change.
+pub async fn wait_routed(nodes: &Nodes, app: App, ui: &Ui) -> anyhow::Result<()> {
+    let label = app.service().label();
+    let spinner = ui.spinner(&format!(
+        "waiting for the edge to route {label} to its tasks"
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut wanted = std::collections::BTreeSet::new();
+        for task in running_containers(nodes, service_name(app.service())).await? {
+            let address = task
+                .engine
+                .inspect(&task.container)
+                .await?
+                .and_then(|c| c.network_settings?.networks?.remove(NETWORK)?.ip_address);
+            if let Some(address) = address.filter(|a| !a.is_empty()) {
+                wanted.insert(format!("{address}:{}", app.port()));
+            }
+        }
+        let mut behind = None;
+        for edge in running_containers(nodes, PROXY).await? {
+            // Resolved now, not at the edge's next second.
+            edge.engine
+                .exec(&edge.container, &["stack-edge", "routes"])
+                .await?;
+            let (_, json) = edge
+                .engine
+                .exec(&edge.container, &["cat", "/run/stack-edge/routes.json"])
+                .await?;
+            let routed: std::collections::BTreeSet<String> =
+                serde_json::from_str::<HashMap<String, Vec<String>>>(json.trim())
+                    .unwrap_or_default()
+                    .remove(label)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
+            if routed != wanted {
+                behind = Some(routed);
+            }
+        }
+        let Some(routed) = behind else {
+            spinner.finish_and_clear();
+            return Ok(());
+        };
+        if tokio::time::Instant::now() > deadline {
+            spinner.finish_and_clear();
+            bail!(
+                "after 30 s an edge still routes {label} to {routed:?}, its tasks are at {wanted:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// The container of a service's running task, and the engine of its node.
 pub async fn running_container<'a>(nodes: &'a Nodes, service: &str) -> anyhow::Result<Located<'a>> {
     let tasks = nodes.manager().tasks(service, true).await?;

@@ -46,6 +46,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
             anyhow::bail!("stack '{project}' is not running; start it with `stackctl up`");
         }
         if !args.dry_run {
+            swarm::wait_routed(&nodes, args.service, &ctx.ui).await?;
             ctx.ui.done();
         }
         return Ok(());

@@ -186,7 +186,7 @@ enum Instances<'a> {
     /// On a swarm: the service scaled to no task (Docker's DNS, and so the edge, drop them
     /// first) and back to its count.
     Swarm {
-        manager: &'a Engine,
+        nodes: &'a swarm::Nodes,
         project: &'a str,
         app: App,
         count: u32,
@@ -213,8 +213,7 @@ impl<'a> Instances<'a> {
                 }
             }
             Site::Cluster(nodes) => {
-                let manager = nodes.manager();
-                let count = swarm::instances(manager, project, app)
+                let count = swarm::instances(nodes.manager(), project, app)
                     .await?
                     .filter(|n| *n > 0)
                     .with_context(|| {
@@ -224,7 +223,7 @@ impl<'a> Instances<'a> {
                         )
                     })?;
                 Self::Swarm {
-                    manager,
+                    nodes,
                     project,
                     app,
                     count,
@@ -261,13 +260,13 @@ impl<'a> Instances<'a> {
                 Ok(())
             }
             Self::Swarm {
-                manager,
+                nodes,
                 project,
                 app,
                 ..
             } => {
                 ui.step(&format!("stopping {what}"));
-                swarm::scale_to(manager, project, *app, 0, ui).await
+                swarm::scale_to(nodes.manager(), project, *app, 0, ui).await
             }
         }
     }
@@ -286,11 +285,14 @@ impl<'a> Instances<'a> {
                 rollout.run(vec![Step::Route(*app, names.clone())]).await
             }
             Self::Swarm {
-                manager,
+                nodes,
                 project,
                 app,
                 count,
-            } => swarm::scale_to(manager, project, *app, *count, ui).await,
+            } => {
+                swarm::scale_to(nodes.manager(), project, *app, *count, ui).await?;
+                swarm::wait_routed(nodes, *app, ui).await
+            }
         }
     }
 }

@@ -57,6 +57,9 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
                 args.instances
             );
         }
+        if running && !args.dry_run {
+            swarm::wait_routed(&nodes, app, &ctx.ui).await?;
+        }
         if !args.dry_run {
             save(ctx, app, args.instances)?;
             ctx.ui
