@@ -10,17 +10,16 @@ use bollard::{
     errors::Error as DockerError,
     exec::{CreateExecOptions, StartExecOptions, StartExecResults},
     models::{
-        ConfigSpec, ContainerCreateBody, ContainerInspectResponse, ContainerSummary,
-        HealthStatusEnum, JoinTokens, NetworkCreateRequest, Node, NodeSpec, SecretSpec,
-        Service as SwarmService, ServiceSpec, SwarmInfo, SwarmInitRequest, SwarmJoinRequest, Task,
-        VolumeCreateRequest,
+        ContainerCreateBody, ContainerInspectResponse, ContainerSummary, HealthStatusEnum,
+        JoinTokens, NetworkCreateRequest, Node, NodeSpec, SecretSpec, Service as SwarmService,
+        ServiceSpec, SwarmInfo, SwarmInitRequest, SwarmJoinRequest, Task, VolumeCreateRequest,
     },
     query_parameters::{
         BuildImageOptions, CreateContainerOptions, CreateImageOptions, ImportImageOptions,
         InspectContainerOptions, ListConfigsOptions, ListContainersOptions, ListNetworksOptions,
         ListNodesOptions, ListSecretsOptions, ListServicesOptions, ListTasksOptions,
         ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveVolumeOptions,
-        StopContainerOptions, UpdateNodeOptions, UpdateServiceOptions,
+        StopContainerOptions, UpdateNodeOptions, UpdateServiceOptions, UploadToContainerOptions,
     },
 };
 use futures_util::{Stream, StreamExt, TryStreamExt};
@@ -343,37 +342,25 @@ impl Engine {
         })
     }
 
-    /// Creates a swarm secret (or config, when `config`) labelled as the stack's; returns its id.
-    pub async fn create_swarm_object(
+    /// Creates a swarm secret labelled as the stack's; returns its id.
+    pub async fn create_secret(
         &self,
         name: &str,
         project: &str,
         data: &[u8],
-        config: bool,
     ) -> anyhow::Result<String> {
         use base64::Engine as _;
-        let data = Some(base64::engine::general_purpose::STANDARD.encode(data));
-        let labels = Some(project_labels(project));
-        let created = if config {
-            self.docker
-                .create_config(ConfigSpec {
-                    name: Some(name.to_owned()),
-                    labels,
-                    data,
-                    ..Default::default()
-                })
-                .await
-        } else {
-            self.docker
-                .create_secret(SecretSpec {
-                    name: Some(name.to_owned()),
-                    labels,
-                    data,
-                    ..Default::default()
-                })
-                .await
-        };
-        Ok(created.with_context(|| format!("create {name}"))?.id)
+        Ok(self
+            .docker
+            .create_secret(SecretSpec {
+                name: Some(name.to_owned()),
+                labels: Some(project_labels(project)),
+                data: Some(base64::engine::general_purpose::STANDARD.encode(data)),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("create {name}"))?
+            .id)
     }
 
     /// Removes a swarm secret or config; one still in use is kept (`Ok(false)`).
@@ -644,6 +631,15 @@ impl Engine {
         name: &str,
         body: ContainerCreateBody,
     ) -> anyhow::Result<()> {
+        self.create(name, body).await?;
+        self.docker
+            .start_container(name, None)
+            .await
+            .with_context(|| format!("start container {name}"))
+    }
+
+    /// Creates a container and leaves it stopped.
+    pub async fn create(&self, name: &str, body: ContainerCreateBody) -> anyhow::Result<()> {
         self.docker
             .create_container(
                 Some(CreateContainerOptions {
@@ -654,10 +650,23 @@ impl Engine {
             )
             .await
             .with_context(|| format!("create container {name}"))?;
+        Ok(())
+    }
+
+    /// Extracts a tar archive at `path` in a container (into its volumes too, also while it
+    /// is stopped).
+    pub async fn upload(&self, name: &str, path: &str, archive: Vec<u8>) -> anyhow::Result<()> {
         self.docker
-            .start_container(name, None)
+            .upload_to_container(
+                name,
+                Some(UploadToContainerOptions {
+                    path: path.to_owned(),
+                    ..Default::default()
+                }),
+                body_full(archive.into()),
+            )
             .await
-            .with_context(|| format!("start container {name}"))
+            .with_context(|| format!("write files to {path} in {name}"))
     }
 
     /// Stops a container: SIGTERM, then SIGKILL after `grace`. A stopped or missing one is fine.

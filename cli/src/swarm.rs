@@ -3,23 +3,25 @@
 //! application instances spread over the nodes, the edge on the `edge` nodes with its ports
 //! published on the node itself (no routing mesh: it needs IPVS and hides client addresses), all
 //! on one overlay network. Secrets are swarm secrets mounted as files, named after their content
-//! (swarm never changes one's data: a new value is a new secret). Images are referenced by id,
-//! so no node ever asks a registry.
+//! (swarm never changes one's data: a new value is a new secret). The edge's site and TLS
+//! certificate are files in volumes on each edge node instead, which the running edge reloads:
+//! a new secret or config would replace the edge's task, and its host ports refuse connections
+//! until the new one listens. Images are referenced by id, so no node ever asks a registry.
 
 use std::{collections::HashMap, path::Path, time::Duration};
 
 use anyhow::{Context, bail};
 use bollard::models::{
-    EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
-    EndpointSpec, EndpointSpecModeEnum, Limit, Mount, MountTmpfsOptions, MountType,
-    MountVolumeOptions, NetworkAttachmentConfig, Service as SwarmService, ServiceSpec,
-    ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecRollbackConfig,
-    ServiceSpecRollbackConfigFailureActionEnum, ServiceSpecRollbackConfigOrderEnum,
-    ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
-    ServiceSpecUpdateConfigOrderEnum, ServiceUpdateStatusStateEnum, Task, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile,
-    TaskSpecContainerSpecFile1, TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecResources,
-    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+    ContainerCreateBody, EndpointPortConfig, EndpointPortConfigProtocolEnum,
+    EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, HostConfig, Limit,
+    Mount, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkAttachmentConfig,
+    Service as SwarmService, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
+    ServiceSpecRollbackConfig, ServiceSpecRollbackConfigFailureActionEnum,
+    ServiceSpecRollbackConfigOrderEnum, ServiceSpecUpdateConfig,
+    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum,
+    ServiceUpdateStatusStateEnum, Task, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecFile,
+    TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use sha2::{Digest, Sha256};
 
@@ -158,19 +160,11 @@ impl Nodes {
     }
 }
 
-/// Whether a swarm object is a secret (encrypted, for credentials) or a config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Secret,
-    Config,
-}
-
-/// A secret or config the services mount.
+/// A swarm secret the services mount.
 #[derive(Debug, Clone)]
 pub struct Object {
-    /// What it holds, in its name: `jwt`, `site`.
+    /// What it holds, in its name: `jwt`, `webhook`.
     pub role: &'static str,
-    pub kind: Kind,
     pub data: Vec<u8>,
 }
 
@@ -182,17 +176,10 @@ impl Object {
     }
 }
 
-/// Everything the services mount: credentials as secrets, the edge's site, routes and
-/// certificate as configs.
-pub fn objects(secrets: &Secrets, site: &str, cert_pem: &[u8], key_pem: &[u8]) -> Vec<Object> {
+/// The credentials the services mount.
+pub fn objects(secrets: &Secrets) -> Vec<Object> {
     let secret = |role, data: &[u8]| Object {
         role,
-        kind: Kind::Secret,
-        data: data.to_vec(),
-    };
-    let config = |role, data: &[u8]| Object {
-        role,
-        kind: Kind::Config,
         data: data.to_vec(),
     };
     vec![
@@ -211,10 +198,6 @@ pub fn objects(secrets: &Secrets, site: &str, cert_pem: &[u8], key_pem: &[u8]) -
             "payments-database-url",
             database_url(App::Payments, secrets).as_bytes(),
         ),
-        secret("tls-key", key_pem),
-        config("tls-cert", cert_pem),
-        config("site", site.as_bytes()),
-        config("routes", routes().as_bytes()),
     ]
 }
 
@@ -245,6 +228,248 @@ pub fn routes() -> String {
         ));
     }
     text
+}
+
+/// A volume on each edge node that holds some of the edge's files, and where the edge has it.
+pub struct EdgeVolume {
+    suffix: &'static str,
+    target: &'static str,
+}
+
+static EDGE_SITE: EdgeVolume = EdgeVolume {
+    suffix: "edge-site",
+    target: "/etc/nginx/site",
+};
+static EDGE_TLS: EdgeVolume = EdgeVolume {
+    suffix: "edge-tls",
+    target: "/etc/nginx/tls",
+};
+static EDGE_VOLUMES: [&EdgeVolume; 2] = [&EDGE_SITE, &EDGE_TLS];
+/// What the edge has installed: the version of its files.
+const EDGE_VERSION: &str = "/etc/nginx/site/version";
+
+impl EdgeVolume {
+    fn name(&self, project: &str) -> String {
+        format!("{project}_{}", self.suffix)
+    }
+
+    fn mount(&self, project: &str) -> Mount {
+        Mount {
+            target: Some(self.target.to_owned()),
+            source: Some(self.name(project)),
+            typ: Some(MountType::VOLUME),
+            ..Default::default()
+        }
+    }
+}
+
+/// The edge's volumes: remade by every `up`, so `down` removes them with the services.
+pub fn edge_volumes(project: &str) -> Vec<String> {
+    EDGE_VOLUMES.iter().map(|v| v.name(project)).collect()
+}
+
+/// The edge's site, routes and certificate as `up` writes them to each edge node: the new site
+/// and certificate staged beside those in use (`name.next`), for the edge to install together.
+pub struct EdgeFiles {
+    /// Names the content: an edge that has it installed needs nothing.
+    version: String,
+    archives: Vec<VolumeArchive>,
+}
+
+/// Files for one of the edge's volumes, as a tar archive.
+struct VolumeArchive {
+    volume: &'static EdgeVolume,
+    tar: Vec<u8>,
+}
+
+/// One file of an archive.
+struct File<'a> {
+    path: &'a str,
+    mode: u32,
+    data: &'a [u8],
+}
+
+impl EdgeFiles {
+    pub fn new(site: &str, cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<Self> {
+        let routes = routes();
+        let mut hash = Sha256::new();
+        for part in [site.as_bytes(), routes.as_bytes(), cert_pem, key_pem] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part);
+        }
+        let version = hex::encode(&hash.finalize()[..12]);
+        let site_files = [
+            File {
+                path: "stack.conf.next",
+                mode: 0o644,
+                data: site.as_bytes(),
+            },
+            // The same for every stack: written in place.
+            File {
+                path: "routes",
+                mode: 0o644,
+                data: routes.as_bytes(),
+            },
+            File {
+                path: "version.next",
+                mode: 0o644,
+                data: version.as_bytes(),
+            },
+        ];
+        let tls_files = [
+            File {
+                path: "cert.pem.next",
+                mode: 0o644,
+                data: cert_pem,
+            },
+            File {
+                path: "key.pem.next",
+                mode: 0o600,
+                data: key_pem,
+            },
+        ];
+        Ok(Self {
+            archives: vec![
+                VolumeArchive {
+                    volume: &EDGE_SITE,
+                    tar: archive(&site_files)?,
+                },
+                VolumeArchive {
+                    volume: &EDGE_TLS,
+                    tar: archive(&tls_files)?,
+                },
+            ],
+            version,
+        })
+    }
+}
+
+/// A tar archive of files owned by root.
+fn archive(files: &[File]) -> anyhow::Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+    for file in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(file.data.len() as u64);
+        header.set_mode(file.mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(now);
+        header.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut header, file.path, file.data)
+            .with_context(|| format!("archive {}", file.path))?;
+    }
+    tar.into_inner().context("finish an archive")
+}
+
+/// The container through which the edge's files are written into its volumes on a node: made,
+/// never started, removed.
+fn edge_writer(project: &str) -> String {
+    format!("{project}_edge-files")
+}
+
+/// Brings the edge on every edge node whose engine answers to `files`. A node whose running
+/// edge has them installed is left alone. On the others the files are staged in the edge's
+/// volumes, and the running edge installs them (`stack-edge reload`: nginx checks them, all or
+/// none, and reloads without refusing a connection); an edge that does not run yet installs them
+/// when it starts.
+pub async fn sync_edge(
+    nodes: &Nodes,
+    cluster: &Cluster,
+    project: &str,
+    image_id: &str,
+    files: &EdgeFiles,
+    ui: &Ui,
+) -> anyhow::Result<()> {
+    for (i, engine) in nodes.reachable() {
+        if !cluster.nodes.get(i).is_some_and(|n| n.has(NodeLabel::Edge)) {
+            continue;
+        }
+        let edge = stack::containers(engine, project)
+            .await?
+            .into_iter()
+            .find(|c| c.service == Some(Service::Nginx) && c.running);
+        if let Some(edge) = &edge {
+            let (code, installed) = engine.exec(&edge.id, &["cat", EDGE_VERSION]).await?;
+            if code == 0 && installed.trim() == files.version {
+                continue;
+            }
+        }
+        stage_edge(engine, project, image_id, files).await?;
+        if let Some(edge) = edge {
+            let (code, out) = engine.exec(&edge.id, &["stack-edge", "reload"]).await?;
+            if code != 0 {
+                bail!(
+                    "the edge on node {} refused the new site or certificate and keeps serving the ones it had:\n{}",
+                    i + 1,
+                    out.trim()
+                );
+            }
+            ui.step(&format!(
+                "node {}: the edge reloaded its site and certificate",
+                i + 1
+            ));
+        }
+    }
+    for (i, why) in nodes.unreachable() {
+        if cluster.nodes.get(i).is_some_and(|n| n.has(NodeLabel::Edge)) {
+            ui.detail(&format!(
+                "edge node {} does not answer: it gets the current site and certificate from the next `stackctl up` ({why})",
+                i + 1
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Writes `files` into the edge's volumes on one node, made if missing.
+async fn stage_edge(
+    engine: &Engine,
+    project: &str,
+    image_id: &str,
+    files: &EdgeFiles,
+) -> anyhow::Result<()> {
+    let writer = edge_writer(project);
+    // One left by an interrupted `up`.
+    engine.remove(&writer, Duration::ZERO).await?;
+    for volume in EDGE_VOLUMES {
+        engine.ensure_volume(&volume.name(project), project).await?;
+    }
+    engine
+        .create(
+            &writer,
+            ContainerCreateBody {
+                image: Some(image_id.to_owned()),
+                network_disabled: Some(true),
+                host_config: Some(HostConfig {
+                    mounts: Some(EDGE_VOLUMES.iter().map(|v| v.mount(project)).collect()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut written = Ok(());
+    for archive in &files.archives {
+        written = engine
+            .upload(&writer, archive.volume.target, archive.tar.clone())
+            .await;
+        if written.is_err() {
+            break;
+        }
+    }
+    engine.remove(&writer, Duration::ZERO).await?;
+    written
+}
+
+/// Removes the edge's volumes from a node (and the container that writes them, if an
+/// interrupted `up` left it).
+pub async fn remove_edge_volumes(engine: &Engine, project: &str) -> anyhow::Result<()> {
+    engine.remove(&edge_writer(project), Duration::ZERO).await?;
+    for volume in edge_volumes(project) {
+        engine.remove_volume(&volume).await?;
+    }
+    Ok(())
 }
 
 /// An object as the swarm has it: services name it by both.
@@ -285,21 +510,6 @@ impl Refs {
             secret_name: Some(name.clone()),
         })
     }
-
-    fn config(&self, role: &str, target: &str) -> anyhow::Result<TaskSpecContainerSpecConfigs> {
-        let Ref { name, id } = self.get(role)?;
-        Ok(TaskSpecContainerSpecConfigs {
-            file: Some(TaskSpecContainerSpecFile1 {
-                name: Some(target.to_owned()),
-                uid: Some("0".to_owned()),
-                gid: Some("0".to_owned()),
-                mode: Some(0o444),
-            }),
-            config_id: Some(id.clone()),
-            config_name: Some(name.clone()),
-            ..Default::default()
-        })
-    }
 }
 
 /// Creates the objects the swarm lacks; returns every object's name and id.
@@ -309,21 +519,12 @@ pub async fn ensure_objects(
     objects: &[Object],
 ) -> anyhow::Result<Refs> {
     let secrets = manager.swarm_objects(project, false).await?;
-    let configs = manager.swarm_objects(project, true).await?;
     let mut by_role = HashMap::new();
     for object in objects {
         let name = object.name(project);
-        let existing = match object.kind {
-            Kind::Secret => secrets.get(&name),
-            Kind::Config => configs.get(&name),
-        };
-        let id = match existing {
+        let id = match secrets.get(&name) {
             Some(id) => id.clone(),
-            None => {
-                manager
-                    .create_swarm_object(&name, project, &object.data, object.kind == Kind::Config)
-                    .await?
-            }
+            None => manager.create_secret(&name, project, &object.data).await?,
         };
         by_role.insert(object.role, Ref { name, id });
     }
@@ -333,8 +534,9 @@ pub async fn ensure_objects(
     })
 }
 
-/// Removes the stack's secrets and configs that no service uses any more (those of an
-/// earlier value); one still in use by a task on its way out stays until the next `up`.
+/// Removes the stack's secrets that no service uses any more (those of an earlier value), and
+/// configs (an earlier stackctl kept the edge's files in them); one still in use by a task on
+/// its way out stays until the next `up`.
 pub async fn remove_stale_objects(manager: &Engine, refs: &Refs) -> anyhow::Result<()> {
     let current: Vec<&str> = refs.by_role.values().map(|r| r.name.as_str()).collect();
     for config in [false, true] {
@@ -444,7 +646,7 @@ impl SwarmPlan {
                 app_spec(config, App::Auth, images, refs)?,
                 app_spec(config, App::Payments, images, refs)?,
             ],
-            edge: edge_spec(config, images, refs)?,
+            edge: edge_spec(config, images),
         })
     }
 
@@ -773,7 +975,7 @@ fn app_spec(
     ))
 }
 
-fn edge_spec(config: &StackConfig, images: &Images, refs: &Refs) -> anyhow::Result<ServiceSpec> {
+fn edge_spec(config: &StackConfig, images: &Images) -> ServiceSpec {
     let image = images.of(Service::Nginx);
     let publish = |target: u16, published: u16| EndpointPortConfig {
         protocol: Some(EndpointPortConfigProtocolEnum::TCP),
@@ -782,7 +984,7 @@ fn edge_spec(config: &StackConfig, images: &Images, refs: &Refs) -> anyhow::Resu
         publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
         name: None,
     };
-    Ok(service_spec(
+    service_spec(
         config,
         Shape {
             service: Service::Nginx,
@@ -790,28 +992,23 @@ fn edge_spec(config: &StackConfig, images: &Images, refs: &Refs) -> anyhow::Resu
                 image: Some(image.id.to_owned()),
                 labels: image_labels(image.tag),
                 hostname: Some(PROXY.to_owned()),
-                mounts: Some(tmpfs(&[
-                    "/run",
-                    "/tmp",
-                    "/var/lib/nginx",
-                    "/var/log/nginx",
-                    "/etc/nginx/conf.d",
-                ])),
+                mounts: Some(
+                    tmpfs(&[
+                        "/run",
+                        "/tmp",
+                        "/var/lib/nginx",
+                        "/var/log/nginx",
+                        "/etc/nginx/conf.d",
+                    ])
+                    .into_iter()
+                    .chain(EDGE_VOLUMES.iter().map(|v| v.mount(&config.project)))
+                    .collect(),
+                ),
                 health_check: Some(stack::health(
                     &["CMD", "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/443"],
                     5,
                     10,
                 )),
-                secrets: Some(vec![refs.secret(
-                    "tls-key",
-                    "/etc/nginx/tls/key.pem",
-                    "0",
-                )?]),
-                configs: Some(vec![
-                    refs.config("tls-cert", "/etc/nginx/tls/cert.pem")?,
-                    refs.config("site", "/etc/nginx/site/stack.conf")?,
-                    refs.config("routes", "/etc/nginx/site/routes")?,
-                ]),
                 capability_drop: strings(&["ALL"]),
                 capability_add: strings(&[
                     "CHOWN",
@@ -836,7 +1033,7 @@ fn edge_spec(config: &StackConfig, images: &Images, refs: &Refs) -> anyhow::Resu
                 publish(443, config.ports.https),
             ],
         },
-    ))
+    )
 }
 
 /// Creates or updates the services whose spec changed; the others are left alone.
@@ -1184,6 +1381,13 @@ async fn running_containers<'a>(
 /// new), and a command that changed the tasks should return once the edge sees the change.
 pub async fn wait_routed(nodes: &Nodes, app: App, ui: &Ui) -> anyhow::Result<()> {
     let label = app.service().label();
+    if nodes.unreachable().next().is_some() {
+        // The addresses of tasks there, and that node's edge, cannot be read.
+        ui.detail(&format!(
+            "not every node answers: the edge's routes to {label} are not checked"
+        ));
+        return Ok(());
+    }
     let spinner = ui.spinner(&format!(
         "waiting for the edge to route {label} to its tasks"
     ));
@@ -1269,7 +1473,7 @@ mod tests {
     }
 
     fn plan(config: &StackConfig) -> SwarmPlan {
-        let objects = objects(&secrets(), "site", b"cert", b"key");
+        let objects = objects(&secrets());
         let refs = Refs {
             project: config.project.clone(),
             by_role: objects
@@ -1324,10 +1528,10 @@ mod tests {
 
     #[test]
     fn a_new_value_is_a_new_object_and_the_routes_name_the_tasks() {
-        let a = objects(&secrets(), "site", b"cert", b"key");
+        let a = objects(&secrets());
         let mut other = secrets();
         other.jwt_secret = "rotated".into();
-        let b = objects(&other, "site", b"cert", b"key");
+        let b = objects(&other);
         let name =
             |set: &[Object], role: &str| set.iter().find(|o| o.role == role).unwrap().name("shop");
         assert_ne!(name(&a, "jwt"), name(&b, "jwt"));
@@ -1335,7 +1539,6 @@ mod tests {
         assert!(name(&a, "jwt").starts_with("shop_jwt_"));
         let url = a.iter().find(|o| o.role == "auth-database-url").unwrap();
         assert_eq!(url.data, b"postgres://auth_app:aa@auth-db:5432/nest");
-        assert_eq!(url.kind, Kind::Secret);
         let lines: Vec<String> = routes()
             .lines()
             .filter(|l| !l.starts_with('#'))
@@ -1421,7 +1624,7 @@ mod tests {
     }
 
     #[test]
-    fn the_edge_publishes_on_its_nodes_and_mounts_its_key_as_a_secret() {
+    fn the_edge_publishes_on_its_nodes_and_keeps_its_files_in_volumes() {
         let mut config = StackConfig::default();
         config.ports.https = 8443;
         let plan = plan(&config);
@@ -1441,26 +1644,78 @@ mod tests {
             .collect();
         assert_eq!(published, [(80, 80), (8443, 443)]);
         let c = container(edge);
-        let key = &c.secrets.as_ref().unwrap()[0];
-        assert_eq!(
-            key.file.as_ref().unwrap().name.as_deref(),
-            Some("/etc/nginx/tls/key.pem")
-        );
-        let configs: Vec<&str> = c
-            .configs
+        assert_eq!(c.secrets, None);
+        assert_eq!(c.configs, None);
+        let volumes: Vec<(&str, &str)> = c
+            .mounts
             .as_ref()
             .unwrap()
             .iter()
-            .map(|c| c.file.as_ref().unwrap().name.as_deref().unwrap())
+            .filter(|m| m.typ == Some(MountType::VOLUME))
+            .map(|m| (m.source.as_deref().unwrap(), m.target.as_deref().unwrap()))
             .collect();
         assert_eq!(
-            configs,
+            volumes,
             [
-                "/etc/nginx/tls/cert.pem",
-                "/etc/nginx/site/stack.conf",
-                "/etc/nginx/site/routes"
+                ("stackctl_edge-site", "/etc/nginx/site"),
+                ("stackctl_edge-tls", "/etc/nginx/tls")
             ]
         );
+        assert_eq!(
+            edge_volumes("stackctl"),
+            ["stackctl_edge-site", "stackctl_edge-tls"]
+        );
+    }
+
+    /// The files of each of the edge's archives: path, mode, owner and content.
+    fn unpack(files: &EdgeFiles) -> Vec<(String, String, u32, u64, String)> {
+        let mut seen = Vec::new();
+        for archive in &files.archives {
+            let mut tar = tar::Archive::new(archive.tar.as_slice());
+            for entry in tar.entries().unwrap() {
+                let mut entry = entry.unwrap();
+                let mut data = String::new();
+                std::io::Read::read_to_string(&mut entry, &mut data).unwrap();
+                let header = entry.header();
+                seen.push((
+                    archive.volume.target.to_owned(),
+                    header.path().unwrap().display().to_string(),
+                    header.mode().unwrap(),
+                    header.uid().unwrap(),
+                    data,
+                ));
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn the_edge_files_are_staged_with_the_key_for_root_only_and_a_version_of_their_content() {
+        let files = EdgeFiles::new("site text", b"CERT", b"KEY").unwrap();
+        let seen = unpack(&files);
+        let version = files.version.clone();
+        let row = |dir: &str, path: &str, mode: u32, data: &str| {
+            (dir.to_owned(), path.to_owned(), mode, 0, data.to_owned())
+        };
+        assert_eq!(
+            seen,
+            [
+                row("/etc/nginx/site", "stack.conf.next", 0o644, "site text"),
+                row("/etc/nginx/site", "routes", 0o644, &routes()),
+                row("/etc/nginx/site", "version.next", 0o644, &version),
+                row("/etc/nginx/tls", "cert.pem.next", 0o644, "CERT"),
+                row("/etc/nginx/tls", "key.pem.next", 0o600, "KEY"),
+            ]
+        );
+        let again = EdgeFiles::new("site text", b"CERT", b"KEY").unwrap();
+        assert_eq!(again.version, version);
+        for other in [
+            EdgeFiles::new("site text", b"CERT", b"NEW KEY").unwrap(),
+            EdgeFiles::new("site text", b"NEW CERT", b"KEY").unwrap(),
+            EdgeFiles::new("site", b" textCERT", b"KEY").unwrap(),
+        ] {
+            assert_ne!(other.version, version);
+        }
     }
 
     #[test]

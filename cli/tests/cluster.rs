@@ -83,6 +83,18 @@ impl Nodes {
             .unwrap()
     }
 
+    /// stackctl running, its standard error piped.
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(BIN)
+            .current_dir(self.dir.path())
+            .env("STACKCTL_SOURCE_DIR", support::source_dir())
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// stackctl's standard error (its progress), after it succeeded.
     fn ok(&self, args: &[&str]) -> (String, String) {
         let out = self.stackctl(args);
@@ -431,6 +443,23 @@ impl Nodes {
             .join("\n")
     }
 
+    /// The id of the edge's container on node 1.
+    fn edge_container(&self) -> String {
+        let id = self.docker(
+            1,
+            &[
+                "ps",
+                "-q",
+                "--filter",
+                "label=stackctl.project=cluster-stack",
+                "--filter",
+                "label=stackctl.service=nginx",
+            ],
+        );
+        assert!(!id.is_empty() && !id.contains('\n'), "{id}");
+        id
+    }
+
     fn ps(&self) -> Vec<Value> {
         let (json, _) = self.ok(&["ps", "--json"]);
         serde_json::from_str::<Value>(&json)
@@ -735,6 +764,46 @@ fn the_stack_runs_on_the_swarm_and_leaves_nothing_behind() {
     let (logs, _) = nodes.ok(&["logs", "payments", "--tail", "3"]);
     assert!(logs.contains("app_b.1 on node "), "{logs}");
 
+    // A restore killed (SIGKILL: nothing of it runs on) once it scaled payments to no task:
+    // the database holds one whole dump or the other, and the next `up` brings the instances
+    // back.
+    let mut restore = nodes.spawn(&["restore", "payments", "latest", "--yes"]);
+    let progress = std::io::BufReader::new(restore.stderr.take().unwrap());
+    let mut seen = String::new();
+    for line in std::io::BufRead::lines(progress) {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("safety backup of the current data") {
+            break;
+        }
+    }
+    assert!(seen.contains("stopping the 2 tasks of app_b"), "{seen}");
+    support::signal(&restore, "-KILL");
+    restore.wait().unwrap();
+    assert_eq!(
+        nodes.https("GET", "/b/health", None, None).status,
+        503,
+        "payments have no instance after the kill"
+    );
+    let (_, said) = nodes.ok(&["up"]);
+    assert!(said.contains("app_b"), "up brought payments back: {said}");
+    let kept = nodes.https(
+        "GET",
+        &format!("/b/payments/{reference}"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(kept.status, 200, "{}", kept.body);
+    assert_eq!(
+        nodes
+            .ps()
+            .iter()
+            .filter(|t| t["service"] == "payments" && t["health"] == "healthy")
+            .count(),
+        2
+    );
+
     // Losing the node of a database: that service answers 503 and the other serves on; when
     // the node is back, `up` brings the database back.
     nodes.script(&["stop-node", "2"]);
@@ -790,33 +859,75 @@ fn the_stack_runs_on_the_swarm_and_leaves_nothing_behind() {
         "warm up on three nodes: {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    for word in ["loaded", "created", "updated", "removing"] {
+    for word in ["loaded", "created", "updated", "removing", "reloaded"] {
         assert!(!said.contains(word), "a second up did {word}:\n{said}");
     }
 
-    // A new certificate: the edge is updated to it (its one node stops serving meanwhile), and
+    // A new certificate: the running edge reloads it in place (no connection refused), and
     // answers with it, verified against the new file.
+    let edge_before = nodes.edge_container();
     let probe = Probe::start(&nodes);
-    let (said, _) = nodes.ok(&["certs", "--force"]);
+    let (said, progress) = nodes.ok(&["certs", "--force"]);
     std::thread::sleep(Duration::from_secs(2));
     let samples = probe.finish();
-    let failed: Vec<&Sample> = samples.iter().filter(|s| !s.ok).collect();
-    let span = match (failed.first(), failed.last()) {
-        (Some(first), Some(last)) => (last.at - first.at).as_secs_f64(),
-        _ => 0.0,
-    };
+    let failed = samples.iter().filter(|s| !s.ok).count();
     eprintln!(
-        "certs --force with one edge node: {} of {} health checks failed, over {span:.1} s",
-        failed.len(),
+        "certs --force with one edge node: {failed} of {} health checks failed",
         samples.len()
     );
     assert!(said.contains("sha256:"), "{said}");
+    assert!(
+        progress.contains("node 1: the edge reloaded its site and certificate"),
+        "{progress}"
+    );
+    assert_eq!(failed, 0, "{:?}", samples);
+    assert_eq!(
+        nodes.edge_container(),
+        edge_before,
+        "the edge task was kept"
+    );
     let served = nodes.https("GET", "/health/service_a", None, None);
     assert_eq!(
         served.status, 200,
         "the edge serves the new certificate: {}",
         served.body
     );
+
+    // A site nginx refuses (a custom template with an unknown directive): `up` says why, and
+    // the edge keeps serving the site and certificate it had, without a failed request.
+    let settings = nodes.dir.path().join("stack.toml");
+    let good = std::fs::read_to_string(&settings).unwrap();
+    let template = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates/nginx/site.conf.j2"),
+    )
+    .unwrap();
+    std::fs::write(
+        nodes.dir.path().join("bad-site.conf.j2"),
+        format!("{template}\nno_such_directive on;\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        &settings,
+        good.replace(
+            "[nginx]\n",
+            "[nginx]\nsite_template = \"bad-site.conf.j2\"\n",
+        ),
+    )
+    .unwrap();
+    let probe = Probe::start(&nodes);
+    let err = nodes.fails(&["up"]);
+    let samples = probe.finish();
+    assert!(err.contains("refused the new site"), "{err}");
+    assert!(err.contains("no_such_directive"), "{err}");
+    assert_eq!(samples.iter().filter(|s| !s.ok).count(), 0, "{samples:?}");
+    assert_eq!(
+        nodes.https("GET", "/health/service_a", None, None).status,
+        200
+    );
+    std::fs::write(&settings, good).unwrap();
+    let (_, said) = nodes.ok(&["up"]);
+    assert!(!said.contains("reloaded"), "{said}");
+    assert_eq!(nodes.edge_container(), edge_before);
 
     nodes.ok(&["down", "--volumes", "--yes"]);
     for n in 1..=3 {

@@ -132,6 +132,7 @@ async fn down_cluster(
         }
     }
     for (i, engine) in nodes.reachable() {
+        swarm::remove_edge_volumes(engine, project).await?;
         if args.volumes {
             for volume in engine.volumes(project).await? {
                 ui.step(&format!("node {}: deleting volume {volume}", i + 1));

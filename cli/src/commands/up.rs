@@ -150,13 +150,8 @@ pub(super) async fn up_cluster(
     let read = |path: &std::path::Path| {
         std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
     };
-    let objects = swarm::objects(
-        &secrets,
-        &site,
-        &read(&cert.cert_path)?,
-        &read(&cert.key_path)?,
-    );
-    let refs = swarm::ensure_objects(manager, project, &objects).await?;
+    let edge_files = swarm::EdgeFiles::new(&site, &read(&cert.cert_path)?, &read(&cert.key_path)?)?;
+    let refs = swarm::ensure_objects(manager, project, &swarm::objects(&secrets)).await?;
     let images = swarm::Images {
         tags: &tags,
         ids: &ids,
@@ -181,9 +176,20 @@ pub(super) async fn up_cluster(
     }
     swarm::put(manager, project, &plan.apps, ui).await?;
     swarm::wait_converged(manager, project, &names(&plan.apps), ui).await?;
+    // The running edge takes a new site or certificate in place; then its service changes
+    // only with its image or settings.
+    swarm::sync_edge(&nodes, cluster, project, &ids.nginx, &edge_files, ui).await?;
     let edge = std::slice::from_ref(&plan.edge);
     swarm::put(manager, project, edge, ui).await?;
     swarm::wait_converged(manager, project, &names(edge), ui).await?;
+    // An edge task that started meanwhile installed the staged files at its start, or refused
+    // them and kept those before: this finds out, and says nginx's reason.
+    swarm::sync_edge(&nodes, cluster, project, &ids.nginx, &edge_files, ui).await?;
+    // The edge re-reads Docker's DNS every second: once this returns, requests reach every
+    // instance that runs.
+    for app in App::ALL {
+        swarm::wait_routed(&nodes, app, ui).await?;
+    }
 
     let wanted = plan.names();
     for service in manager.services(project).await? {
