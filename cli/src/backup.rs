@@ -17,7 +17,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use chrono::{NaiveDateTime, TimeDelta, Utc};
+use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeDelta, Utc};
 use flate2::{Compression, read::GzDecoder, write::GzEncoder};
 use sha2::{Digest, Sha256};
 
@@ -142,27 +142,105 @@ pub fn latest(root: &Path, app: App) -> anyhow::Result<Option<Backup>> {
         .rfind(|b| b.kind == Kind::Backup))
 }
 
-/// Deletes the backups taken before `now - keep_days`, never the newest one of each kind of
-/// the service and never a file this tool did not name. Returns what it deleted (or would,
-/// `dry_run`).
+/// Which backups are kept: every one of the last `days` days, the newest of each of the last
+/// `weeks` calendar weeks (Monday to Sunday, this one included) and of the last `months`
+/// calendar months; always the newest of each kind. Safety copies go by `days` alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub days: u32,
+    pub weeks: u32,
+    pub months: u32,
+}
+
+/// Why a backup is kept: the first tier that holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// The newest of its kind.
+    Newest,
+    /// Taken within the last `days` days.
+    Recent,
+    /// The newest of the week that starts on this Monday.
+    Week(NaiveDate),
+    /// The newest of this month (its first day).
+    Month(NaiveDate),
+}
+
+impl std::fmt::Display for Keep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Newest => write!(f, "newest"),
+            Self::Recent => write!(f, "recent"),
+            Self::Week(monday) => write!(f, "week of {monday}"),
+            Self::Month(first) => write!(f, "month {}", first.format("%Y-%m")),
+        }
+    }
+}
+
+/// A backup and whether the retention keeps it.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub backup: Backup,
+    pub keep: Option<Keep>,
+}
+
+/// What `retention` keeps of `backups` (oldest first, as [`list`] gives them) at `now`.
+pub fn judge(backups: Vec<Backup>, retention: Retention, now: NaiveDateTime) -> Vec<Verdict> {
+    let cutoff = now - TimeDelta::days(i64::from(retention.days));
+    let monday = |t: NaiveDateTime| {
+        t.date() - TimeDelta::days(i64::from(t.weekday().num_days_from_monday()))
+    };
+    let first_of_month = |t: NaiveDateTime| t.date().with_day(1).unwrap_or(t.date());
+    let months_ago = |t: NaiveDateTime| {
+        (i64::from(now.year()) * 12 + i64::from(now.month()))
+            - (i64::from(t.year()) * 12 + i64::from(t.month()))
+    };
+    let weeks_ago = |t: NaiveDateTime| (monday(now) - monday(t)).num_days() / 7;
+    let newest_of = |kind: Kind| backups.iter().rposition(|b| b.kind == kind);
+    let newest = [newest_of(Kind::Backup), newest_of(Kind::PreRestore)];
+    backups
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            // Newest first within each week and month: the next one in the list is newer.
+            let next = backups[i + 1..].iter().find(|n| n.kind == b.kind);
+            let last_of = |bucket: &dyn Fn(NaiveDateTime) -> NaiveDate| {
+                next.is_none_or(|n| bucket(n.taken) != bucket(b.taken))
+            };
+            let keep = if newest.contains(&Some(i)) {
+                Some(Keep::Newest)
+            } else if b.taken >= cutoff {
+                Some(Keep::Recent)
+            } else if b.kind == Kind::PreRestore {
+                None
+            } else if weeks_ago(b.taken) < i64::from(retention.weeks) && last_of(&monday) {
+                Some(Keep::Week(monday(b.taken)))
+            } else if months_ago(b.taken) < i64::from(retention.months) && last_of(&first_of_month)
+            {
+                Some(Keep::Month(first_of_month(b.taken)))
+            } else {
+                None
+            };
+            Verdict {
+                backup: b.clone(),
+                keep,
+            }
+        })
+        .collect()
+}
+
+/// Deletes the backups `retention` does not keep, never a file this tool did not name.
+/// Returns what it deleted (or would, `dry_run`).
 pub fn prune(
     root: &Path,
     app: App,
-    keep_days: u32,
+    retention: Retention,
     now: NaiveDateTime,
     dry_run: bool,
 ) -> anyhow::Result<Vec<Backup>> {
-    let backups = list(root, app)?;
-    let newest: Vec<&Path> = [Kind::Backup, Kind::PreRestore]
-        .iter()
-        .filter_map(|k| backups.iter().rfind(|b| b.kind == *k))
-        .map(|b| b.path.as_path())
-        .collect();
-    let cutoff = now - TimeDelta::days(i64::from(keep_days));
-    let old: Vec<Backup> = backups
-        .iter()
-        .filter(|b| b.taken < cutoff && !newest.contains(&b.path.as_path()))
-        .cloned()
+    let old: Vec<Backup> = judge(list(root, app)?, retention, now)
+        .into_iter()
+        .filter(|v| v.keep.is_none())
+        .map(|v| v.backup)
         .collect();
     if !dry_run {
         for b in &old {
@@ -738,6 +816,107 @@ mod tests {
         }
     }
 
+    const DAYS_ONLY: Retention = Retention {
+        days: 7,
+        weeks: 0,
+        months: 0,
+    };
+
+    #[test]
+    fn the_tiers_keep_the_recent_days_then_the_newest_of_each_week_and_month() {
+        let start = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        let daily: Vec<Backup> = (0..330)
+            .map(|d| {
+                let taken = (start + TimeDelta::days(d)).and_hms_opt(2, 0, 0).unwrap();
+                Backup {
+                    path: PathBuf::from(file_name(App::Payments, Kind::Backup, taken)),
+                    kind: Kind::Backup,
+                    taken,
+                    size: 1,
+                }
+            })
+            .collect();
+        // A Thursday, after its 02:00 backup.
+        let now = NaiveDate::from_ymd_opt(2026, 11, 26)
+            .unwrap()
+            .and_hms_opt(12, 0, 0)
+            .unwrap();
+        let retention = Retention {
+            days: 7,
+            weeks: 4,
+            months: 6,
+        };
+        let kept: Vec<String> = judge(daily, retention, now)
+            .into_iter()
+            .filter_map(|v| Some(format!("{} {}", v.backup.taken.date(), v.keep?)))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                "2026-06-30 month 2026-06",
+                "2026-07-31 month 2026-07",
+                "2026-08-31 month 2026-08",
+                "2026-09-30 month 2026-09",
+                "2026-10-31 month 2026-10",
+                "2026-11-08 week of 2026-11-02",
+                "2026-11-15 week of 2026-11-09",
+                "2026-11-20 recent",
+                "2026-11-21 recent",
+                "2026-11-22 recent",
+                "2026-11-23 recent",
+                "2026-11-24 recent",
+                "2026-11-25 recent",
+                "2026-11-26 newest",
+            ]
+        );
+    }
+
+    #[test]
+    fn without_weeks_and_months_the_newest_of_a_long_silence_is_all_that_stays() {
+        let taken = |d: u32| {
+            NaiveDate::from_ymd_opt(2026, 3, d)
+                .unwrap()
+                .and_hms_opt(2, 0, 0)
+                .unwrap()
+        };
+        let backups: Vec<Backup> = [
+            (1, Kind::Backup),
+            (2, Kind::PreRestore),
+            (3, Kind::Backup),
+            (4, Kind::PreRestore),
+        ]
+        .into_iter()
+        .map(|(d, kind)| Backup {
+            path: PathBuf::from(file_name(App::Auth, kind, taken(d))),
+            kind,
+            taken: taken(d),
+            size: 1,
+        })
+        .collect();
+        let now = taken(28);
+        let verdicts: Vec<Option<Keep>> = judge(backups.clone(), DAYS_ONLY, now)
+            .into_iter()
+            .map(|v| v.keep)
+            .collect();
+        assert_eq!(
+            verdicts,
+            [None, None, Some(Keep::Newest), Some(Keep::Newest)]
+        );
+        let monthly = Retention {
+            months: 1,
+            ..DAYS_ONLY
+        };
+        let verdicts: Vec<Option<Keep>> = judge(backups, monthly, now)
+            .into_iter()
+            .map(|v| v.keep)
+            .collect();
+        assert_eq!(
+            verdicts,
+            [None, None, Some(Keep::Newest), Some(Keep::Newest)],
+            "the month's newest backup is already kept, and safety copies have no tiers"
+        );
+    }
+
     #[test]
     fn prune_keeps_the_last_days_and_never_foreign_files() {
         let root = tempfile::tempdir().unwrap();
@@ -749,14 +928,14 @@ mod tests {
         fs::write(&foreign, b"mine").unwrap();
         let other_app = touch(root.path(), App::Payments, at(30, now));
 
-        let would = prune(root.path(), App::Auth, 7, now, true).unwrap();
+        let would = prune(root.path(), App::Auth, DAYS_ONLY, now, true).unwrap();
         assert_eq!(would.len(), 3, "8, 9 and 10 days old");
         assert!(
             paths.iter().all(|p| p.exists()),
             "a dry run deletes nothing"
         );
 
-        let gone = prune(root.path(), App::Auth, 7, now, false).unwrap();
+        let gone = prune(root.path(), App::Auth, DAYS_ONLY, now, false).unwrap();
         assert_eq!(gone.len(), 3);
         for (days, path) in paths.iter().enumerate() {
             assert_eq!(path.exists(), days <= 7, "{days} days old");
@@ -775,7 +954,7 @@ mod tests {
         let now = Utc::now().naive_utc();
         let old = touch(root.path(), App::Payments, at(20, now));
         let newest = touch(root.path(), App::Payments, at(9, now));
-        prune(root.path(), App::Payments, 7, now, false).unwrap();
+        prune(root.path(), App::Payments, DAYS_ONLY, now, false).unwrap();
         assert!(!old.exists());
         assert!(newest.exists());
     }
@@ -792,7 +971,7 @@ mod tests {
             newest.path, backup,
             "the newer safety copies are not latest"
         );
-        let gone = prune(root.path(), App::Auth, 7, now, false).unwrap();
+        let gone = prune(root.path(), App::Auth, DAYS_ONLY, now, false).unwrap();
         let gone: Vec<PathBuf> = gone.into_iter().map(|b| b.path).collect();
         assert_eq!(gone, [old_safety]);
         assert!(backup.exists() && safety.exists());

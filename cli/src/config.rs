@@ -128,8 +128,22 @@ pub struct Nginx {
 #[serde(deny_unknown_fields, default)]
 pub struct Backup {
     pub dir: PathBuf,
+    /// Every backup of the last `keep_days` days is kept, and the newest of each of the last
+    /// `keep_weeks` weeks and `keep_months` months.
     pub keep_days: u32,
+    pub keep_weeks: u32,
+    pub keep_months: u32,
     pub cron: String,
+}
+
+impl Backup {
+    pub fn retention(&self) -> crate::backup::Retention {
+        crate::backup::Retention {
+            days: self.keep_days,
+            weeks: self.keep_weeks,
+            months: self.keep_months,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -215,6 +229,8 @@ impl Default for Backup {
         Self {
             dir: PathBuf::from("backups"),
             keep_days: 7,
+            keep_weeks: 4,
+            keep_months: 6,
             cron: "0 0 2 * * *".to_owned(),
         }
     }

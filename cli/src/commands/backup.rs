@@ -65,12 +65,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Delete backups older than the retention, never the newest one of a database (of each
-    /// kind) and never a file stackctl did not name.
+    /// Delete the backups the retention does not keep: it keeps every backup of the last
+    /// keep_days days, the newest of each of the last keep_weeks weeks (Monday to Sunday) and
+    /// keep_months months, the newest of each database always; never a file stackctl did not
+    /// name. `backup list` shows why each backup is kept.
     Prune {
-        /// Days to keep (default: backup.keep_days).
+        /// Days of which every backup is kept (default: backup.keep_days).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         keep_days: Option<u32>,
+        /// Weeks of which the newest backup is kept (default: backup.keep_weeks).
+        #[arg(long)]
+        keep_weeks: Option<u32>,
+        /// Months of which the newest backup is kept (default: backup.keep_months).
+        #[arg(long)]
+        keep_months: Option<u32>,
         /// Print what would go, delete nothing.
         #[arg(long)]
         dry_run: bool,
@@ -93,6 +101,8 @@ struct Row {
     size_bytes: u64,
     age_hours: i64,
     checksum: &'static str,
+    /// Why the retention keeps it (`recent`, `week of 2026-11-09`), or `next prune`.
+    kept: String,
 }
 
 pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
@@ -119,9 +129,19 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Some(Command::List { json }) => list(&root, json),
-        Some(Command::Prune { keep_days, dry_run }) => {
-            let keep = keep_days.unwrap_or(config.backup.keep_days);
+        Some(Command::List { json }) => list(&root, config.backup.retention(), json),
+        Some(Command::Prune {
+            keep_days,
+            keep_weeks,
+            keep_months,
+            dry_run,
+        }) => {
+            let default = config.backup.retention();
+            let keep = backup::Retention {
+                days: keep_days.unwrap_or(default.days),
+                weeks: keep_weeks.unwrap_or(default.weeks),
+                months: keep_months.unwrap_or(default.months),
+            };
             let now = Utc::now().naive_utc();
             let _lock = ctx.state.lock()?;
             for app in App::ALL {
@@ -144,12 +164,16 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     }
 }
 
-fn list(root: &std::path::Path, json: bool) -> anyhow::Result<()> {
+fn list(root: &std::path::Path, retention: backup::Retention, json: bool) -> anyhow::Result<()> {
     let now = Utc::now().naive_utc();
     let mut rows = Vec::new();
     for app in App::ALL {
-        for b in backup::list(root, app)? {
+        for verdict in backup::judge(backup::list(root, app)?, retention, now) {
+            let b = verdict.backup;
             rows.push(Row {
+                kept: verdict
+                    .keep
+                    .map_or_else(|| "next prune".to_owned(), |k| k.to_string()),
                 database: app.service().label(),
                 kind: b.kind,
                 taken_utc: b.taken.format("%Y-%m-%d %H:%M:%S").to_string(),
@@ -184,6 +208,7 @@ fn list(root: &std::path::Path, json: bool) -> anyhow::Result<()> {
         "SIZE",
         "AGE",
         "CHECKSUM",
+        "KEPT AS",
         "FILE",
     ]);
     for r in rows {
@@ -199,6 +224,7 @@ fn list(root: &std::path::Path, json: bool) -> anyhow::Result<()> {
             HumanBytes(r.size_bytes).to_string(),
             age,
             r.checksum.to_owned(),
+            r.kept,
             r.file.display().to_string(),
         ]);
     }
@@ -226,8 +252,10 @@ async fn schedule(ctx: &super::Ctx, config: &StackConfig, expr: &str) -> anyhow:
         });
     }
     log(&format!(
-        "backup scheduler started: {expr} (local time), keeping {} days in {}",
+        "backup scheduler started: {expr} (local time), keeping {} days, {} weeks and {} months in {}",
         config.backup.keep_days,
+        config.backup.keep_weeks,
+        config.backup.keep_months,
         root.display()
     ));
     while !stopping.load(Ordering::SeqCst) {
@@ -281,7 +309,7 @@ async fn run_once(
         pruned += backup::prune(
             root,
             app,
-            config.backup.keep_days,
+            config.backup.retention(),
             Utc::now().naive_utc(),
             false,
         )?
