@@ -6,7 +6,11 @@
 #   setup/cluster.sh start DIR [N]     start N nodes (default 3) and write DIR/cluster.toml (the
 #                                      `[cluster]` table for them, node 1 labelled edge and
 #                                      auth-db, node 2 payments-db) and DIR/edge-address (where
-#                                      node 1's published ports answer from the host)
+#                                      node 1's published ports answer from the host). Nodes 1
+#                                      and 2 are reached on a unix socket, the others over the
+#                                      network, on TCP with TLS (a CA and certificates made in
+#                                      DIR/tls, client certificate required) as remote hosts
+#                                      are; every node has its socket DIR/stk-nN.sock too.
 #   setup/cluster.sh stop-node DIR N   stop node N's engine (a lost node)
 #   setup/cluster.sh start-node DIR N  start it again (the node returns)
 #   setup/cluster.sh cut-node DIR N    cut node N off the network, its engine left running
@@ -31,6 +35,47 @@ SWITCH=stk-switch
 node_names() {
   local i
   for i in $(seq "$1"); do echo "stk-n$i"; done
+}
+
+# Nodes from this one on are reached over TCP with TLS.
+FIRST_TLS_NODE=3
+TLS_PORT=2376
+
+# A CA, a server certificate for each TLS node's address, and one client certificate.
+make_tls() {
+  local count=$1 tls=$dir/tls i address
+  mkdir -p "$tls"
+  (
+    umask 077
+    cd "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=stk-ca \
+      -keyout ca-key.pem -out ca.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj /CN=stackctl -keyout client-key.pem \
+      -out client.csr 2>/dev/null
+    printf 'extendedKeyUsage = clientAuth\n' >client.ext
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
+      -extfile client.ext -out client-cert.pem 2>/dev/null
+    for i in $(seq "$FIRST_TLS_NODE" "$count"); do
+      address=$PREFIX.$((10 + i))
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=$address" -keyout "stk-n$i-key.pem" \
+        -out "stk-n$i.csr" 2>/dev/null
+      printf 'subjectAltName = IP:%s\nextendedKeyUsage = serverAuth\n' "$address" >"stk-n$i.ext"
+      openssl x509 -req -in "stk-n$i.csr" -CA ca.pem -CAkey ca-key.pem -CAcreateserial \
+        -days 2 -extfile "stk-n$i.ext" -out "stk-n$i-cert.pem" 2>/dev/null
+    done
+  )
+}
+
+# How stackctl reaches node I (NAME): its `engine` (and `tls`) in the [cluster] table.
+engine_of() {
+  local i=$1 name=$2
+  if ((i >= FIRST_TLS_NODE)); then
+    printf 'engine = "tcp://%s:%s", tls = { ca = "%s", cert = "%s", key = "%s" }' \
+      "$PREFIX.$((10 + i))" "$TLS_PORT" "$dir/tls/ca.pem" "$dir/tls/client-cert.pem" \
+      "$dir/tls/client-key.pem"
+  else
+    printf 'engine = "unix://%s/%s.sock"' "$dir" "$name"
+  fi
 }
 
 stop() {
@@ -78,7 +123,7 @@ stop_daemon() {
 }
 
 start() {
-  local driver i name address count=${arg:-3}
+  local driver i name address remote count=${arg:-3}
   # Called in a condition, where `set -e` does not apply: every step says when it failed.
   driver=$(docker info -f '{{.Driver}}') || return 1
   mkdir -p "$dir"
@@ -93,6 +138,7 @@ start() {
   ip addr add "$PREFIX.1/24" dev stk-host
   ip link set stk-host up
 
+  make_tls "$count" || return 1
   i=0
   for name in $(node_names "$count"); do
     i=$((i + 1))
@@ -106,12 +152,21 @@ start() {
     ip -n "$name" route add default via "$PREFIX.1"
 
     mkdir -p "$dir/$name"
+    if ((i >= FIRST_TLS_NODE)); then
+      remote=", \"tcp://$address:$TLS_PORT\"],
+  \"tlsverify\": true,
+  \"tlscacert\": \"$dir/tls/ca.pem\",
+  \"tlscert\": \"$dir/tls/$name-cert.pem\",
+  \"tlskey\": \"$dir/tls/$name-key.pem\","
+    else
+      remote="],"
+    fi
     cat >"$dir/$name/daemon.json" <<JSON
 {
   "data-root": "$dir/$name/data",
   "exec-root": "$dir/$name/exec",
   "pidfile": "$dir/$name/docker.pid",
-  "hosts": ["unix://$dir/$name.sock"],
+  "hosts": ["unix://$dir/$name.sock"$remote
   "containerd-namespace": "$name",
   "containerd-plugins-namespace": "$name-plugins",
   "storage-driver": "$driver",
@@ -136,7 +191,7 @@ JSON
       2) labels=', labels = ["payments-db"]' ;;
       *) labels='' ;;
       esac
-      echo "  { engine = \"unix://$dir/$name.sock\", address = \"$PREFIX.$((10 + i))\"$labels },"
+      echo "  { $(engine_of "$i" "$name"), address = \"$PREFIX.$((10 + i))\"$labels },"
     done
     echo "]"
   } >"$dir/cluster.toml"
@@ -144,7 +199,7 @@ JSON
   i=0
   for name in $(node_names "$count"); do
     i=$((i + 1))
-    echo "$name $PREFIX.$((10 + i)) unix://$dir/$name.sock"
+    echo "$name $PREFIX.$((10 + i)) $(engine_of "$i" "$name")"
   done
 }
 

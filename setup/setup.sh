@@ -14,6 +14,7 @@ packages=(
   mmdebstrap       # builds the Debian base image on engines with no registry
   chromium         # renders the Swagger UI in the end-to-end test
   iproute2 util-linux  # ip, nsenter, unshare: the test cluster's nodes (setup/cluster.sh)
+  openssl          # the test cluster's TLS engines (setup/cluster.sh)
   ca-certificates
   curl
 )

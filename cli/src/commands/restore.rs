@@ -266,7 +266,10 @@ impl<'a> Instances<'a> {
                 ..
             } => {
                 ui.step(&format!("stopping {what}"));
-                swarm::scale_to(nodes.manager(), project, *app, 0, ui).await
+                swarm::scale_to(nodes.manager(), project, *app, 0, ui).await?;
+                // Until then an edge whose DNS lags may still send requests to a gone task
+                // (they time out); after, they get a 503 at once.
+                swarm::wait_routed(nodes, *app, ui).await
             }
         }
     }
