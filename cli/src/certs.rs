@@ -80,6 +80,23 @@ struct Issued {
     fingerprint: String,
 }
 
+/// When the current certificate expires; `None` before the first one is made.
+pub fn expires(state: &StateDir) -> anyhow::Result<Option<OffsetDateTime>> {
+    let meta = dir(state).join("cert.json");
+    let text = match std::fs::read_to_string(&meta) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", meta.display())),
+    };
+    let issued: Issued = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is damaged; stackctl certs --force makes a new certificate",
+            meta.display()
+        )
+    })?;
+    Ok(Some(issued.not_after))
+}
+
 /// The existing certificate, if it covers `names` and is not within the renewal window.
 fn current(
     cert_path: &Path,

@@ -32,6 +32,7 @@ const ENV_OVERRIDES: &[(&str, &str)] = &[
     ),
     ("STACKCTL_NGINX_SITE_TEMPLATE", "nginx.site_template"),
     ("STACKCTL_BACKUP_DIR", "backup.dir"),
+    ("STACKCTL_ALERTS_WEBHOOK", "alerts.webhook"),
     ("STACKCTL_BCRYPT_COST", "services.auth.bcrypt_cost"),
 ];
 
@@ -44,6 +45,7 @@ pub struct StackConfig {
     pub services: Services,
     pub nginx: Nginx,
     pub backup: Backup,
+    pub alerts: Alerts,
     pub tls: Tls,
     pub images: Images,
     pub resources: Resources,
@@ -134,6 +136,11 @@ pub struct Backup {
     pub keep_weeks: u32,
     pub keep_months: u32,
     pub cron: String,
+    /// When `backup schedule` runs a restore drill of each database's latest backup; empty:
+    /// never.
+    pub drill_cron: String,
+    /// `stackctl doctor` reports a database whose newest good backup is older than this.
+    pub max_age_hours: u32,
 }
 
 impl Backup {
@@ -144,6 +151,14 @@ impl Backup {
             months: self.keep_months,
         }
     }
+}
+
+/// Where `backup schedule` sends what `stackctl doctor` finds, and failed backups.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Alerts {
+    /// An http:// or https:// URL that receives a JSON POST per alert; empty: none.
+    pub webhook: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -173,6 +188,7 @@ impl Default for StackConfig {
             services: Services::default(),
             nginx: Nginx::default(),
             backup: Backup::default(),
+            alerts: Alerts::default(),
             tls: Tls::default(),
             images: Images::default(),
             resources: Resources::default(),
@@ -231,7 +247,9 @@ impl Default for Backup {
             keep_days: 7,
             keep_weeks: 4,
             keep_months: 6,
+            max_age_hours: 26,
             cron: "0 0 2 * * *".to_owned(),
+            drill_cron: "0 0 4 * * SUN".to_owned(),
         }
     }
 }
@@ -367,7 +385,16 @@ impl StackConfig {
         if self.backup.keep_days == 0 {
             bail!("backup.keep_days: must be at least 1");
         }
+        if self.backup.max_age_hours == 0 {
+            bail!("backup.max_age_hours: must be at least 1");
+        }
+        if !self.alerts.webhook.is_empty() {
+            crate::alerts::parse_webhook(&self.alerts.webhook)?;
+        }
         parse_cron(&self.backup.cron).context("backup.cron")?;
+        if !self.backup.drill_cron.is_empty() {
+            parse_cron(&self.backup.drill_cron).context("backup.drill_cron")?;
+        }
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
         }

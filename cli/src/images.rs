@@ -99,10 +99,14 @@ pub fn source_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Builds what is missing and returns the tags.
-pub async fn ensure(engine: &Engine, config: &StackConfig, ui: &Ui) -> anyhow::Result<ImageSet> {
+/// Builds the PostgreSQL image if it is missing and returns its tag.
+pub async fn ensure_postgres(
+    engine: &Engine,
+    config: &StackConfig,
+    ui: &Ui,
+) -> anyhow::Result<String> {
     let base = ensure_base(engine, config, ui).await?;
-    let postgres = derived(
+    derived(
         engine,
         ui,
         "postgres",
@@ -112,7 +116,13 @@ pub async fn ensure(engine: &Engine, config: &StackConfig, ui: &Ui) -> anyhow::R
             ("entrypoint.sh", POSTGRES_ENTRYPOINT.as_bytes(), 0o755),
         ],
     )
-    .await?;
+    .await
+}
+
+/// Builds what is missing and returns the tags.
+pub async fn ensure(engine: &Engine, config: &StackConfig, ui: &Ui) -> anyhow::Result<ImageSet> {
+    let postgres = ensure_postgres(engine, config, ui).await?;
+    let base = ensure_base(engine, config, ui).await?;
     let nginx = derived(
         engine,
         ui,

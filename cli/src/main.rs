@@ -7,6 +7,7 @@ use std::{
 
 use clap::{Parser, Subcommand};
 
+mod alerts;
 mod backup;
 mod certs;
 mod cluster;
@@ -14,6 +15,8 @@ mod commands;
 mod config;
 mod database;
 mod docker;
+mod doctor;
+mod drill;
 mod images;
 mod nginx;
 mod rollout;
@@ -58,6 +61,7 @@ enum Command {
     Restore(commands::restore::Args),
     Logs(commands::logs::Args),
     Certs(commands::certs::Args),
+    Doctor(commands::doctor::Args),
     Cluster(commands::cluster::Args),
     Secrets(commands::secrets::Args),
     Config(commands::config::Args),
@@ -79,6 +83,7 @@ async fn main() -> ExitCode {
         Command::Restore(args) => commands::restore::run(args, &ctx).await,
         Command::Logs(args) => commands::logs::run(args, &ctx).await,
         Command::Certs(args) => commands::certs::run(args, &ctx).await,
+        Command::Doctor(args) => commands::doctor::run(args, &ctx),
         Command::Cluster(args) => commands::cluster::run(args, &ctx).await,
         Command::Secrets(args) => commands::secrets::run(args, &ctx),
         Command::Config(args) => commands::config::run(args, &ctx),

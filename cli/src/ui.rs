@@ -7,6 +7,14 @@ use std::{
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// A line on stderr that starts with the local time, for what runs for long (the scheduler).
+pub fn log(message: &str) {
+    eprintln!(
+        "{} {message}",
+        chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%:z")
+    );
+}
+
 pub struct Ui {
     quiet: bool,
     tty: bool,

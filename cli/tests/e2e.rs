@@ -1088,6 +1088,24 @@ fn backup_and_restore_round_trip() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 
+    // `doctor` names the failed attempt, one line, and exits 1; auth's last attempt (the
+    // read-only folder) failed too.
+    let out = stack.run_with(&["doctor"], &[]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(lines.len(), 2, "{said}");
+    assert!(
+        lines[0].starts_with("auth: the last backup failed at ")
+            && lines[0].contains("Read-only file system"),
+        "{said}"
+    );
+    assert!(
+        lines[1].starts_with("payments: the last backup failed at ")
+            && lines[1].contains("No space left"),
+        "{said}"
+    );
+
     // The scheduler makes backups every few seconds and stops cleanly on SIGTERM.
     let before = backup_files(&backups).len();
     let scheduler = Command::new(BIN)
@@ -1115,6 +1133,173 @@ fn backup_and_restore_round_trip() {
             .iter()
             .all(|f| !f.to_string_lossy().ends_with(".partial")),
         "{after:?}"
+    );
+    // The scheduled runs succeeded: nothing left to report.
+    let out = stack.run_with(&["doctor", "--json"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let findings: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(findings, serde_json::json!([]));
+
+    // Scheduled runs that cannot write (a read-only folder) alert a webhook: each failed run
+    // once, and that there is no backup there, once; the receiver refuses the first POST and
+    // gets it again.
+    let receiver = support::Receiver::start();
+    let scheduler = Command::new(BIN)
+        .current_dir(stack.path())
+        .args(["backup", "schedule", "--cron", "*/3 * * * * *"])
+        .env("STACKCTL_BACKUP_DIR", read_only.0.path())
+        .env("STACKCTL_ALERTS_WEBHOOK", &receiver.url)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    signal(&scheduler, "-TERM");
+    let out = scheduler.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("not delivered") && log.contains("again in 2 s"),
+        "{log}"
+    );
+    let bodies = receiver.bodies();
+    let of = |event: &str, subject: &str| {
+        bodies
+            .iter()
+            .filter(|b| b["event"] == event && b["subject"] == subject)
+            .count()
+    };
+    assert_eq!(
+        of("no_backup", "auth") + of("no_backup", "payments"),
+        3,
+        "one each at start, the refused one sent again: {bodies:?}"
+    );
+    assert!(
+        of("backup_failed", "auth") >= 2,
+        "one per failed run: {bodies:?}"
+    );
+    assert!(
+        bodies.iter().all(|b| b["stack"] == "e2e-backup"
+            && b["message"].as_str().is_some_and(|m| !m.is_empty())
+            && b["host"].as_str().is_some_and(|h| !h.is_empty())),
+        "{bodies:?}"
+    );
+    assert!(
+        !log.contains(&receiver.url),
+        "the webhook's URL is not logged: {log}"
+    );
+
+    // A restore drill proves the latest payments backup: replayed into a throwaway container,
+    // checked, removed, and recorded.
+    let out = stack.run_with(&["backup", "verify", "payments"], &[]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}\n{progress}");
+    for check in [
+        "payments replay     ok",
+        "payments migrations ok     all ",
+        "payments tables     ok     _sqlx_migrations ",
+        "payments indexes    ok",
+    ] {
+        assert!(said.contains(check), "{check}:\n{said}");
+    }
+    assert!(
+        said.contains("(live "),
+        "row counts beside the live ones: {said}"
+    );
+    assert!(progress.contains("proven in"), "{progress}");
+    let listed: Value = serde_json::from_str(&stack.ok(&["backup", "list", "--json"])).unwrap();
+    let newest = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|r| r["database"] == "payments" && r["kind"] == "backup")
+        .unwrap()
+        .clone();
+    assert_eq!(newest["drill"]["ok"], true, "{newest}");
+    let drills = Command::new("docker")
+        .args(["ps", "-a", "-q", "--filter", "name=e2e-backup_drill"])
+        .output()
+        .unwrap();
+    assert!(drills.stdout.is_empty(), "the drill's container is gone");
+
+    // The schedule runs drills too (here every two seconds, and no backup).
+    let scheduler = Command::new(BIN)
+        .current_dir(stack.path())
+        .args(["backup", "schedule", "--cron", "0 0 0 1 1 *"])
+        .args(["--drill-cron", "*/2 * * * * *"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    signal(&scheduler, "-TERM");
+    let out = scheduler.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("next restore drill at")
+            && log.contains("restore drill done: every latest backup restores"),
+        "{log}"
+    );
+
+    // A backup whose migrations table lost its rows (its checksum rewritten to match) replays
+    // but fails the drill; doctor reports it.
+    let good = stack.path().join(newest["file"].as_str().unwrap());
+    let damaged = good.with_file_name("payments_20200101_000000.sql.gz");
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(&good).unwrap()),
+        &mut text,
+    )
+    .unwrap();
+    let mut kept = Vec::new();
+    let mut in_migrations = false;
+    for line in text.lines() {
+        if line.starts_with("COPY public._sqlx_migrations ") {
+            in_migrations = true;
+        } else if line == "\\." {
+            in_migrations = false;
+        } else if in_migrations {
+            continue;
+        }
+        kept.push(line);
+    }
+    assert!(
+        kept.len() < text.lines().count(),
+        "the dump has migrations rows"
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, (kept.join("\n") + "\n").as_bytes()).unwrap();
+    let bytes = gz.finish().unwrap();
+    std::fs::write(&damaged, &bytes).unwrap();
+    std::fs::write(
+        damaged.with_extension("gz.sha256"),
+        format!(
+            "{}  payments_20200101_000000.sql.gz\n",
+            hex::encode(<Sha256 as sha2::Digest>::digest(&bytes))
+        ),
+    )
+    .unwrap();
+    let out = stack.run_with(&["backup", "verify", damaged.to_str().unwrap()], &[]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("payments migrations FAILED missing "),
+        "{said}"
+    );
+    assert!(err.contains("the drill failed for payments"), "{err}");
+    let out = stack.run_with(&["doctor"], &[]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("payments: the last restore drill failed at ")
+            && said.contains("payments_20200101_000000.sql.gz"),
+        "{said}"
     );
 }
 

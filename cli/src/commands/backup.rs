@@ -6,7 +6,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context;
@@ -16,9 +16,13 @@ use indicatif::HumanBytes;
 use serde::Serialize;
 
 use crate::{
+    alerts::{Alert, Alerter, Repeats},
     backup::{self, Checksum, Kind},
     config::{StackConfig, parse_cron},
+    docker::{Engine, Health},
+    doctor, drill, images,
     stack::App,
+    ui::log,
 };
 
 use super::Site;
@@ -83,12 +87,25 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Prove backups restore: replay each into a throwaway database container with no network,
+    /// check it (the live database's migrations all there, every table read, amcheck on the
+    /// B-tree indexes, row counts beside the live ones), remove it, and record the result and
+    /// how long it took (`backup list`, `doctor`). Exit 1 when a drill fails.
+    Verify {
+        /// auth, payments, all (their latest backups), or a backup file.
+        #[arg(default_value = "all")]
+        what: String,
+    },
     /// Run `backup all` then `prune` on a schedule, in the foreground (for systemd); every run
     /// is logged, a failed run does not stop it, SIGTERM lets a running backup finish.
     Schedule {
         /// Cron expression with seconds, in local time (default: backup.cron, "0 0 2 * * *").
         #[arg(long)]
         cron: Option<String>,
+        /// When to run a restore drill of each database's latest backup (default:
+        /// backup.drill_cron, "0 0 4 * * SUN"; "" for never).
+        #[arg(long)]
+        drill_cron: Option<String>,
     },
 }
 
@@ -103,6 +120,8 @@ struct Row {
     checksum: &'static str,
     /// Why the retention keeps it (`recent`, `week of 2026-11-09`), or `next prune`.
     kept: String,
+    /// What its last drill (`backup verify`) found.
+    drill: Option<drill::Proof>,
 }
 
 pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
@@ -111,14 +130,15 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     match args.command {
         None => {
             let _lock = ctx.state.lock()?;
-            let site = Site::connect(ctx, &config).await?;
+            let site = Site::connect(ctx, &config)
+                .await
+                .map_err(|e| failed(ctx, &args.target.apps(), e))?;
             for app in args.target.apps() {
                 for line in backup::sweep(&root, app)? {
                     ctx.ui.detail(&line);
                 }
                 let started = Instant::now();
-                let db = site.database(app).await?;
-                let b = backup::take(&db, &root, app, Kind::Backup, &ctx.ui).await?;
+                let b = recorded(ctx, app, take(&site, &root, app, ctx).await)?;
                 ctx.ui.step(&format!(
                     "{}: {} ({}, {:.1}s)",
                     app.service().label(),
@@ -129,7 +149,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Some(Command::List { json }) => list(&root, config.backup.retention(), json),
+        Some(Command::List { json }) => list(ctx, &root, config.backup.retention(), json),
         Some(Command::Prune {
             keep_days,
             keep_weeks,
@@ -157,15 +177,23 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Some(Command::Schedule { cron }) => {
+        Some(Command::Verify { what }) => verify(ctx, &config, &root, &what).await,
+        Some(Command::Schedule { cron, drill_cron }) => {
             let expr = cron.unwrap_or_else(|| config.backup.cron.clone());
-            schedule(ctx, &config, &expr).await
+            let drill_expr = drill_cron.unwrap_or_else(|| config.backup.drill_cron.clone());
+            schedule(ctx, &config, &expr, &drill_expr).await
         }
     }
 }
 
-fn list(root: &std::path::Path, retention: backup::Retention, json: bool) -> anyhow::Result<()> {
+fn list(
+    ctx: &super::Ctx,
+    root: &std::path::Path,
+    retention: backup::Retention,
+    json: bool,
+) -> anyhow::Result<()> {
     let now = Utc::now().naive_utc();
+    let proofs = drill::proofs(&ctx.state)?;
     let mut rows = Vec::new();
     for app in App::ALL {
         for verdict in backup::judge(backup::list(root, app)?, retention, now) {
@@ -174,6 +202,7 @@ fn list(root: &std::path::Path, retention: backup::Retention, json: bool) -> any
                 kept: verdict
                     .keep
                     .map_or_else(|| "next prune".to_owned(), |k| k.to_string()),
+                drill: proofs.get(&drill::file_name(&b.path)).cloned(),
                 database: app.service().label(),
                 kind: b.kind,
                 taken_utc: b.taken.format("%Y-%m-%d %H:%M:%S").to_string(),
@@ -209,6 +238,7 @@ fn list(root: &std::path::Path, retention: backup::Retention, json: bool) -> any
         "AGE",
         "CHECKSUM",
         "KEPT AS",
+        "PROVEN",
         "FILE",
     ]);
     for r in rows {
@@ -225,6 +255,14 @@ fn list(root: &std::path::Path, retention: backup::Retention, json: bool) -> any
             age,
             r.checksum.to_owned(),
             r.kept,
+            r.drill.map_or_else(String::new, |p| {
+                format!(
+                    "{} {} ({:.1} s)",
+                    if p.ok { "ok" } else { "FAILED" },
+                    p.at.format("%Y-%m-%d"),
+                    p.secs
+                )
+            }),
             r.file.display().to_string(),
         ]);
     }
@@ -232,10 +270,124 @@ fn list(root: &std::path::Path, retention: backup::Retention, json: bool) -> any
     Ok(())
 }
 
-/// Backs up both databases then prunes, at every time `expr` names, until SIGTERM or SIGINT.
-async fn schedule(ctx: &super::Ctx, config: &StackConfig, expr: &str) -> anyhow::Result<()> {
+/// The backups `what` names: each database's latest, or one file (its database from its name).
+fn drill_targets(root: &std::path::Path, what: &str) -> anyhow::Result<Vec<Drilled>> {
+    let apps = match what {
+        "auth" => vec![App::Auth],
+        "payments" => vec![App::Payments],
+        "all" => App::ALL.to_vec(),
+        file => {
+            let path = PathBuf::from(file);
+            let name = drill::file_name(&path);
+            let app = App::ALL
+                .into_iter()
+                .find(|app| backup::parse_name(*app, &name).is_some())
+                .with_context(|| {
+                    format!(
+                        "{file} is neither auth, payments nor all, nor a backup stackctl named (auth_YYYYmmdd_HHMMSS.sql.gz)"
+                    )
+                })?;
+            return Ok(vec![Drilled { app, path }]);
+        }
+    };
+    let mut targets = Vec::new();
+    for app in apps {
+        let latest = backup::latest(root, app)?.with_context(|| {
+            format!(
+                "no {} backup in {} (stackctl backup)",
+                app.service().label(),
+                root.display()
+            )
+        })?;
+        targets.push(Drilled {
+            app,
+            path: latest.path,
+        });
+    }
+    Ok(targets)
+}
+
+/// A backup to drill, and its database.
+struct Drilled {
+    app: App,
+    path: PathBuf,
+}
+
+/// `backup verify`: a drill of each backup `what` names, on this machine's engine.
+async fn verify(
+    ctx: &super::Ctx,
+    config: &StackConfig,
+    root: &std::path::Path,
+    what: &str,
+) -> anyhow::Result<()> {
+    let targets = drill_targets(root, what)?;
+    let engine = Engine::connect().await?;
+    let image = images::ensure_postgres(&engine, config, &ctx.ui).await?;
+    // The live databases, to compare with; a drill goes on without them.
+    let site = Site::connect(ctx, config).await.ok();
+    let mut failed = Vec::new();
+    for Drilled { app, path } in targets {
+        let label = app.service().label();
+        ctx.ui
+            .step(&format!("{label}: drill of {}", path.display()));
+        let live = match &site {
+            Some(site) => match site.database(app).await {
+                Ok(at) if at.engine.health(&at.container).await? == Health::Healthy => {
+                    Some(drill::Live { at })
+                }
+                _ => None,
+            },
+            None => None,
+        };
+        let proof = drill::run(&engine, &config.project, &image, app, &path, live, &ctx.ui).await?;
+        drill::record(&ctx.state, &path, &proof)?;
+        for check in &proof.checks {
+            println!(
+                "{label} {:<10} {:<6} {}",
+                check.name,
+                if check.ok { "ok" } else { "FAILED" },
+                check.detail
+            );
+        }
+        if proof.ok {
+            ctx.ui.step(&format!(
+                "{label}: {} restores, proven in {:.1} s",
+                path.display(),
+                proof.secs
+            ));
+        } else {
+            failed.push(format!("{label} ({})", path.display()));
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "the drill failed for {}: that backup would not give back a sound database (above)",
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Backs up both databases then prunes, at every time `expr` names, until SIGTERM or SIGINT;
+/// at its start and after each run, what `doctor` finds is alerted.
+async fn schedule(
+    ctx: &super::Ctx,
+    config: &StackConfig,
+    expr: &str,
+    drill_expr: &str,
+) -> anyhow::Result<()> {
     let cron = parse_cron(expr).with_context(|| format!("--cron {expr:?}"))?;
+    let drill_cron = (!drill_expr.is_empty())
+        .then(|| parse_cron(drill_expr).with_context(|| format!("--drill-cron {drill_expr:?}")))
+        .transpose()?;
     let root = ctx.base_dir().join(&config.backup.dir);
+    let mut watch = Watch {
+        alerter: Alerter::new(&config.alerts.webhook)?,
+        repeats: Repeats::default(),
+        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default(),
+    };
     let stopping = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(tokio::sync::Notify::new());
     {
@@ -258,13 +410,26 @@ async fn schedule(ctx: &super::Ctx, config: &StackConfig, expr: &str) -> anyhow:
         config.backup.keep_months,
         root.display()
     ));
+    watch.check(ctx, config, &root);
     while !stopping.load(Ordering::SeqCst) {
         let now = Local::now();
-        let next = cron
+        let next_backup = cron
             .find_next_occurrence(&now, false)
             .with_context(|| format!("{expr:?} names no future time"))?;
+        let next_drill = drill_cron
+            .as_ref()
+            .map(|c| c.find_next_occurrence(&now, false))
+            .transpose()
+            .with_context(|| format!("{drill_expr:?} names no future time"))?;
+        let next = next_drill.map_or(next_backup, |d| d.min(next_backup));
+        let (backup_due, drill_due) = (next_backup == next, next_drill == Some(next));
         log(&format!(
-            "next run at {}",
+            "next {} at {}",
+            match (backup_due, drill_due) {
+                (true, true) => "backup run and restore drill",
+                (false, true) => "restore drill",
+                _ => "backup run",
+            },
             next.format("%Y-%m-%d %H:%M:%S %Z")
         ));
         let wait = (next - now).to_std().unwrap_or_default();
@@ -273,13 +438,56 @@ async fn schedule(ctx: &super::Ctx, config: &StackConfig, expr: &str) -> anyhow:
             () = stop.notified() => break,
         }
         // A signal from here on lets this run finish; the loop ends after it.
-        match run_once(ctx, config, &root).await {
-            Ok(summary) => log(&summary),
-            Err(e) => log(&format!("backup run FAILED: {e:#}; the scheduler goes on")),
+        if backup_due {
+            match run_once(ctx, config, &root).await {
+                Ok(summary) => log(&summary),
+                Err(e) => log(&format!("backup run FAILED: {e:#}; the scheduler goes on")),
+            }
         }
+        if drill_due {
+            match verify(ctx, config, &root, "all").await {
+                Ok(()) => log("restore drill done: every latest backup restores"),
+                Err(e) => log(&format!(
+                    "restore drill FAILED: {e:#}; the scheduler goes on"
+                )),
+            }
+        }
+        watch.check(ctx, config, &root);
     }
+    watch.alerter.flush(Duration::from_secs(20)).await;
     log("backup scheduler stopped");
     Ok(())
+}
+
+/// What the scheduler alerts, and where.
+struct Watch {
+    alerter: Alerter,
+    repeats: Repeats,
+    /// This machine's name, in every alert.
+    host: String,
+}
+
+impl Watch {
+    /// Alerts each finding of `doctor` that is due.
+    fn check(&mut self, ctx: &super::Ctx, config: &StackConfig, root: &std::path::Path) {
+        let now = Utc::now();
+        let findings = match doctor::gather(&ctx.state, root) {
+            Ok(facts) => doctor::judge(&facts, now, config.backup.max_age_hours),
+            Err(e) => return log(&format!("cannot check the backups for alerts: {e:#}")),
+        };
+        for finding in findings {
+            if self.repeats.due(&finding, now) {
+                self.alerter.raise(Alert {
+                    stack: config.project.clone(),
+                    host: self.host.clone(),
+                    event: finding.event,
+                    subject: finding.subject,
+                    message: finding.message,
+                    at: now,
+                });
+            }
+        }
+    }
 }
 
 async fn run_once(
@@ -289,14 +497,15 @@ async fn run_once(
 ) -> anyhow::Result<String> {
     let started = Instant::now();
     let _lock = ctx.state.lock()?;
-    let site = Site::connect(ctx, config).await?;
+    let site = Site::connect(ctx, config)
+        .await
+        .map_err(|e| failed(ctx, &App::ALL, e))?;
     let mut parts = Vec::new();
     for app in App::ALL {
         for line in backup::sweep(root, app)? {
             log(&line);
         }
-        let db = site.database(app).await?;
-        let b = backup::take(&db, root, app, Kind::Backup, &ctx.ui).await?;
+        let b = recorded(ctx, app, take(&site, root, app, ctx).await)?;
         parts.push(format!(
             "{} {} ({})",
             app.service().label(),
@@ -322,6 +531,40 @@ async fn run_once(
     ))
 }
 
-fn log(message: &str) {
-    eprintln!("{} {message}", Local::now().format("%Y-%m-%dT%H:%M:%S%:z"));
+/// A backup of `app` where its database runs.
+async fn take(
+    site: &Site,
+    root: &std::path::Path,
+    app: App,
+    ctx: &super::Ctx,
+) -> anyhow::Result<backup::Backup> {
+    let db = site.database(app).await?;
+    backup::take(&db, root, app, Kind::Backup, &ctx.ui).await
+}
+
+/// Passes `outcome` on, after recording it as the last backup attempt of `app`.
+fn recorded<T>(ctx: &super::Ctx, app: App, outcome: anyhow::Result<T>) -> anyhow::Result<T> {
+    note(
+        ctx,
+        app,
+        outcome.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")),
+    );
+    outcome
+}
+
+/// Records a failure that stopped the backups of `apps` before they began.
+fn failed(ctx: &super::Ctx, apps: &[App], error: anyhow::Error) -> anyhow::Error {
+    for app in apps {
+        note(ctx, *app, Err(format!("{error:#}")));
+    }
+    error
+}
+
+/// Records a backup attempt for `stackctl doctor`; a record that cannot be written is said,
+/// not fatal.
+fn note(ctx: &super::Ctx, app: App, outcome: Result<(), String>) {
+    if let Err(e) = doctor::record(&ctx.state, app, outcome.err()) {
+        ctx.ui
+            .detail(&format!("could not record the backup attempt: {e:#}"));
+    }
 }

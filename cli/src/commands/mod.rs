@@ -17,6 +17,7 @@ pub mod certs;
 pub mod cluster;
 pub mod completions;
 pub mod config;
+pub mod doctor;
 pub mod down;
 pub mod logs;
 pub mod ps;

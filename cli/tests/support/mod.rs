@@ -167,3 +167,52 @@ pub fn assert_all_served(counters: &std::collections::BTreeMap<String, u64>) {
     }
     assert_eq!(counters["ok"], counters["requests"], "{counters:?}");
 }
+
+/// A webhook receiver on loopback, in a thread of its own: answers 500 to the first POST (so
+/// the sender's retry shows) and 200 to the others, and keeps every JSON body.
+pub struct Receiver {
+    pub url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Receiver {
+    pub fn start() -> Self {
+        use axum::{Json, extract::State, http::StatusCode, routing::post};
+        type Bodies = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+        let bodies: Bodies = Default::default();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let state = bodies.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let app = axum::Router::new()
+                    .route(
+                        "/hook",
+                        post(|State(bodies): State<Bodies>, Json(body): Json<serde_json::Value>| async move {
+                            let mut bodies = bodies.lock().unwrap();
+                            bodies.push(body);
+                            if bodies.len() == 1 {
+                                StatusCode::INTERNAL_SERVER_ERROR
+                            } else {
+                                StatusCode::OK
+                            }
+                        }),
+                    )
+                    .with_state(state);
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        Self { url, bodies }
+    }
+
+    /// Every body received so far, the refused first one included.
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        self.bodies.lock().unwrap().clone()
+    }
+}
