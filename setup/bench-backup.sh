@@ -5,6 +5,8 @@
 #   backup:  `pg_dump | gzip -6 > file` in the container   (throughput ratio, target >= 1.0)
 #   restore: `gunzip -c file | psql --single-transaction`   (time ratio, target <= 1.0)
 #   size:    the backup file beside `gzip -6` of the same dump
+#   drill:   `stackctl backup verify payments` (a throwaway database, the replay, the checks)
+#            beside the by-hand replay: what a drill adds to a restore
 # Uses project "bench-backup" on ports 21080, 21443, 21432, 21433 and removes it at the end.
 #   setup/bench-backup.sh          BENCH_ROWS=200000 setup/bench-backup.sh
 set -euo pipefail
@@ -51,6 +53,9 @@ ref_restore=$(seconds db bash -c "gunzip -c /tmp/ref.sql.gz | psql -U payments -
 ctl_restore=$(seconds "$ctl" restore payments "$file" --yes)
 replay=$(sed -nE 's/.*replayed in ([0-9.]+)s.*/\1/p' "$work/cmd.out")
 
+echo "==> restore drill of the same backup" >&2
+ctl_drill=$(seconds "$ctl" backup verify payments)
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 mbps() { awk -v m="$dump_mb" -v s="$1" 'BEGIN { printf "%.1f", m / s }'; }
 echo
@@ -62,3 +67,4 @@ echo "| backup, MB of dump per second | $(mbps "$ctl_backup") ($ctl_backup s) | 
 echo "| backup file size, MB | $(awk -v b="$ctl_size" 'BEGIN { printf "%.1f", b / 1e6 }') | $(awk -v b="$ref_size" 'BEGIN { printf "%.1f", b / 1e6 }') (gzip -6) | $(ratio "$ctl_size" "$ref_size") | |"
 echo "| restore: replay in one transaction, s | $replay | $ref_restore (gunzip \| psql --single-transaction) | $(ratio "$replay" "$ref_restore") | <= 1.0 |"
 echo "| restore: whole command, s (checks, safety backup, instances stopped and started) | $ctl_restore | | | |"
+echo "| restore drill (\`backup verify\`: throwaway database, replay, migrations, every table read, amcheck), s | $ctl_drill | $ref_restore (the replay alone) | $(ratio "$ctl_drill" "$ref_restore") | |"

@@ -78,6 +78,7 @@ step "scale payments 1 → 3" "$ctl" -q scale payments 3
 step "scale payments 3 → 2" "$ctl" -q scale payments 2
 step "restart auth (rolling, 2 tasks)" "$ctl" -q restart auth
 step "restart payments (rolling, 2 tasks)" "$ctl" -q restart payments
+step "certs --force (the edge reloads in place)" "$ctl" -q certs --force
 
 # Whether both services run two healthy tasks, none of them on node 3.
 replaced() {

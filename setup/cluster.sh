@@ -6,11 +6,13 @@
 #   setup/cluster.sh start DIR [N]     start N nodes (default 3) and write DIR/cluster.toml (the
 #                                      `[cluster]` table for them, node 1 labelled edge and
 #                                      auth-db, node 2 payments-db) and DIR/edge-address (where
-#                                      node 1's published ports answer from the host). Nodes 1
-#                                      and 2 are reached on a unix socket, the others over the
-#                                      network, on TCP with TLS (a CA and certificates made in
-#                                      DIR/tls, client certificate required) as remote hosts
-#                                      are; every node has its socket DIR/stk-nN.sock too.
+#                                      node 1's published ports answer from the host). Node 1 is
+#                                      reached on a unix socket, node 2 over ssh (an sshd in its
+#                                      namespace only, keys in DIR/ssh; its host key is added to
+#                                      root's known_hosts and removed by `stop`), the others on
+#                                      TCP with TLS (a CA and certificates made in DIR/tls,
+#                                      client certificate required), as remote hosts are; every
+#                                      node has its socket DIR/stk-nN.sock too.
 #   setup/cluster.sh stop-node DIR N   stop node N's engine (a lost node)
 #   setup/cluster.sh start-node DIR N  start it again (the node returns)
 #   setup/cluster.sh cut-node DIR N    cut node N off the network, its engine left running
@@ -37,9 +39,42 @@ node_names() {
   for i in $(seq "$1"); do echo "stk-n$i"; done
 }
 
-# Nodes from this one on are reached over TCP with TLS.
+# This node is reached over ssh; those from FIRST_TLS_NODE on over TCP with TLS.
+SSH_NODE=2
 FIRST_TLS_NODE=3
 TLS_PORT=2376
+
+# An sshd in node SSH_NODE's namespace, for root with a key made here, whose `docker` (run by
+# stackctl's ssh connection as `docker system dial-stdio`) talks to that node's engine.
+start_sshd() {
+  local ssh=$dir/ssh name=stk-n$SSH_NODE
+  mkdir -p "$ssh" /run/sshd
+  # A host key of an earlier cluster at this address would be refused as a changed one.
+  ssh-keygen -R "$PREFIX.$((10 + SSH_NODE))" >/dev/null 2>&1
+  ssh-keygen -q -t ed25519 -N '' -C "$name" -f "$ssh/host_key" || return 1
+  ssh-keygen -q -t ed25519 -N '' -C stackctl-test -f "$ssh/id_ed25519" || return 1
+  printf 'environment="DOCKER_HOST=unix://%s/%s.sock" %s\n' "$dir" "$name" \
+    "$(cat "$ssh/id_ed25519.pub")" >"$ssh/authorized_keys"
+  cat >"$ssh/sshd_config" <<CONF
+ListenAddress $PREFIX.$((10 + SSH_NODE))
+HostKey $ssh/host_key
+AuthorizedKeysFile $ssh/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitUserEnvironment DOCKER_HOST
+StrictModes no
+UsePAM no
+PidFile $ssh/sshd.pid
+CONF
+  nsenter --net="/run/netns/$name" /usr/sbin/sshd -f "$ssh/sshd_config" -E "$ssh/sshd.log"
+}
+
+stop_sshd() {
+  local pidfile=$dir/ssh/sshd.pid
+  [[ -f $pidfile ]] && kill "$(cat "$pidfile")" 2>/dev/null
+  ssh-keygen -R "$PREFIX.$((10 + SSH_NODE))" >/dev/null 2>&1 || true
+}
 
 # A CA, a server certificate for each TLS node's address, and one client certificate.
 make_tls() {
@@ -69,7 +104,9 @@ make_tls() {
 # How stackctl reaches node I (NAME): its `engine` (and `tls`) in the [cluster] table.
 engine_of() {
   local i=$1 name=$2
-  if ((i >= FIRST_TLS_NODE)); then
+  if ((i == SSH_NODE)); then
+    printf 'engine = "ssh://root@%s", ssh_key = "%s"' "$PREFIX.$((10 + i))" "$dir/ssh/id_ed25519"
+  elif ((i >= FIRST_TLS_NODE)); then
     printf 'engine = "tcp://%s:%s", tls = { ca = "%s", cert = "%s", key = "%s" }' \
       "$PREFIX.$((10 + i))" "$TLS_PORT" "$dir/tls/ca.pem" "$dir/tls/client-cert.pem" \
       "$dir/tls/client-key.pem"
@@ -80,6 +117,7 @@ engine_of() {
 
 stop() {
   local node
+  stop_sshd
   for node in "$dir"/stk-n*/; do
     [[ -d $node ]] && stop_daemon "$(basename "$node")"
   done
@@ -178,6 +216,9 @@ JSON
   for name in $(node_names "$count"); do
     wait_daemon "$name" || return 1
   done
+  if ((count >= SSH_NODE)); then
+    start_sshd || return 1
+  fi
 
   {
     echo "# Written by setup/cluster.sh: the nodes of the test cluster in $dir."

@@ -15,6 +15,7 @@ packages=(
   chromium         # renders the Swagger UI in the end-to-end test
   iproute2 util-linux  # ip, nsenter, unshare: the test cluster's nodes (setup/cluster.sh)
   openssl          # the test cluster's TLS engines (setup/cluster.sh)
+  openssh-server openssh-client  # its ssh:// engine, sshd in a node's namespace only
   ca-certificates
   curl
 )
@@ -32,7 +33,10 @@ if ((${#missing[@]})); then
   echo "==> installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  # Debian starts nginx on install; the project runs its own instances, so keep the host's stopped.
+  # Debian starts the services it installs (nginx, sshd); the project runs its own instances,
+  # so none may start on the host: policy-rc.d forbids it during the install.
+  policy=/usr/sbin/policy-rc.d
+  [[ -e $policy ]] || { printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && trap 'rm -f "$policy"' EXIT; }
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
     systemctl stop nginx || true

@@ -32,6 +32,10 @@ pub struct NodeConfig {
     pub labels: Vec<NodeLabel>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFiles>,
+    /// The private key an `ssh://` engine is reached with (relative to the configuration's
+    /// folder); by default ssh's own choice (~/.ssh/config, the agent, ~/.ssh/id_*).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<PathBuf>,
 }
 
 /// What a node is for: the edge's published ports, or a database and its volume.
@@ -158,6 +162,9 @@ impl Cluster {
             }
             if node.tls.is_some() && !matches!(url, EngineUrl::Tcp { .. }) {
                 bail!("{key}.tls: only a tcp:// engine takes TLS files");
+            }
+            if node.ssh_key.is_some() && !matches!(url, EngineUrl::Ssh { .. }) {
+                bail!("{key}.ssh_key: only an ssh:// engine takes a key");
             }
             let mut labels = node.labels.clone();
             labels.sort();
@@ -357,6 +364,7 @@ mod tests {
             address: None,
             labels: labels.to_vec(),
             tls: None,
+            ssh_key: None,
         }
     }
 
@@ -416,7 +424,7 @@ mod tests {
     fn validation_names_the_node_and_the_rule() {
         assert!(three().validate().is_ok());
         type Change = fn(&mut Cluster);
-        let cases: [(Change, &str); 6] = [
+        let cases: [(Change, &str); 7] = [
             (|c| c.nodes.clear(), "list at least one node"),
             (
                 |c| c.nodes[2].engine = "unix:///run/n1.sock".into(),
@@ -440,6 +448,10 @@ mod tests {
                     })
                 },
                 "cluster.nodes[2].tls: only a tcp:// engine",
+            ),
+            (
+                |c| c.nodes[0].ssh_key = Some("id_ed25519".into()),
+                "cluster.nodes[0].ssh_key: only an ssh:// engine",
             ),
         ];
         for (change, says) in cases {

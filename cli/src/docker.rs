@@ -108,9 +108,14 @@ impl Engine {
             (EngineUrl::Tcp { .. }, None) => {
                 Docker::connect_with_http(&node.engine, timeout, API_DEFAULT_VERSION)
             }
-            (EngineUrl::Ssh { .. }, _) => {
-                Docker::connect_with_ssh(&node.engine, timeout, API_DEFAULT_VERSION, None)
-            }
+            (EngineUrl::Ssh { .. }, _) => Docker::connect_with_ssh(
+                &node.engine,
+                timeout,
+                API_DEFAULT_VERSION,
+                node.ssh_key
+                    .as_ref()
+                    .map(|key| base_dir.join(key).to_string_lossy().into_owned()),
+            ),
         }
         .with_context(|| format!("cannot reach the engine at {}", node.engine))?;
         tokio::time::timeout(ANSWER_TIMEOUT, Self::checked(docker))
