@@ -41,15 +41,18 @@ seconds() {
   awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", e - s }'
 }
 
+# The by-hand dump goes to the data volume: the container's /tmp is a 64 MB tmpfs.
+ref=/var/lib/postgresql/data/bench-ref.sql.gz
 echo "==> backup: by hand in the container, then stackctl" >&2
-ref_backup=$(seconds db bash -c "pg_dump -U payments -d payments --clean --if-exists | gzip -6 >/tmp/ref.sql.gz")
-ref_size=$(db stat -c %s /tmp/ref.sql.gz)
+ref_backup=$(seconds db bash -c "pg_dump -U payments -d payments --clean --if-exists | gzip -6 >$ref")
+ref_size=$(db stat -c %s "$ref")
 ctl_backup=$(seconds "$ctl" backup payments)
 file=$(ls backups/payments/*.sql.gz | tail -1)
 ctl_size=$(stat -c %s "$file")
 
 echo "==> restore: by hand in the container, then stackctl" >&2
-ref_restore=$(seconds db bash -c "gunzip -c /tmp/ref.sql.gz | psql -U payments -d payments --single-transaction -v ON_ERROR_STOP=1 -q -X >/dev/null")
+ref_restore=$(seconds db bash -c "gunzip -c $ref | psql -U payments -d payments --single-transaction -v ON_ERROR_STOP=1 -q -X >/dev/null")
+db rm -f "$ref"
 ctl_restore=$(seconds "$ctl" restore payments "$file" --yes)
 replay=$(sed -nE 's/.*replayed in ([0-9.]+)s.*/\1/p' "$work/cmd.out")
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Figures of the stack on a real three-node swarm built on this machine (setup/cluster.sh):
 # `up` on nodes that have no image yet (built here first when missing; the seconds spent
-# loading them into the three engines are shown apart) and a second `up`; each `scale` and rolling `restart`
-# under two steady loads through the edge node (setup/load.lua: a connection per request, and
-# reused keep-alive connections), with the requests served and failed meanwhile; and the loss
+# loading them into the three engines are shown apart) and a second `up`; each `scale`, rolling
+# `restart` and `certs --force` under two steady loads through the edge node (setup/load.lua: a
+# connection per request, and reused keep-alive connections), with the requests served and
+# failed meanwhile; and the loss
 # of the node that runs only instances, its engine stopped, then its network cut, under the same
 # loads and a probe of ten health checks a second: requests failed, and the seconds from the
 # loss to the last failed probe. Needs root. Uses project "bench-cluster" on ports 30080 and
