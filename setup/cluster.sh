@@ -71,9 +71,11 @@ CONF
 }
 
 stop_sshd() {
-  local pidfile=$dir/ssh/sshd.pid
+  local pidfile=$dir/ssh/sshd.pid address=$PREFIX.$((10 + SSH_NODE))
   [[ -f $pidfile ]] && kill "$(cat "$pidfile")" 2>/dev/null
-  ssh-keygen -R "$PREFIX.$((10 + SSH_NODE))" >/dev/null 2>&1 || true
+  # ssh masters that a killed stackctl left (ControlPersist) would wait on a gone network.
+  pkill -f "^ssh .*-M .* root@$address\$" 2>/dev/null
+  ssh-keygen -R "$address" >/dev/null 2>&1 || true
 }
 
 # A CA, a server certificate for each TLS node's address, and one client certificate.
@@ -122,6 +124,8 @@ stop() {
     [[ -d $node ]] && stop_daemon "$(basename "$node")"
   done
   for netns in $(ip netns list | awk '/^stk-/ { print $1 }'); do
+    # What still runs there (sshd's sessions) would keep the namespace alive.
+    ip netns pids "$netns" 2>/dev/null | xargs -r kill 2>/dev/null
     ip netns delete "$netns"
   done
   ip link delete stk-host 2>/dev/null || true
