@@ -72,9 +72,11 @@ CONF
 
 stop_sshd() {
   local pidfile=$dir/ssh/sshd.pid address=$PREFIX.$((10 + SSH_NODE))
-  [[ -f $pidfile ]] && kill "$(cat "$pidfile")" 2>/dev/null
+  if [[ -f $pidfile ]]; then
+    kill "$(cat "$pidfile")" 2>/dev/null || true
+  fi
   # ssh masters that a killed stackctl left (ControlPersist) would wait on a gone network.
-  pkill -f "^ssh .*-M .* root@$address\$" 2>/dev/null
+  pkill -f "^ssh .*-M .* root@$address\$" 2>/dev/null || true
   ssh-keygen -R "$address" >/dev/null 2>&1 || true
 }
 
@@ -125,7 +127,7 @@ stop() {
   done
   for netns in $(ip netns list | awk '/^stk-/ { print $1 }'); do
     # What still runs there (sshd's sessions) would keep the namespace alive.
-    ip netns pids "$netns" 2>/dev/null | xargs -r kill 2>/dev/null
+    ip netns pids "$netns" 2>/dev/null | xargs -r kill 2>/dev/null || true
     ip netns delete "$netns"
   done
   ip link delete stk-host 2>/dev/null || true
