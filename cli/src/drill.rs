@@ -76,6 +76,14 @@ pub async fn run(
     })
 }
 
+fn passed(name: &str, detail: String) -> Check {
+    Check {
+        name: name.to_owned(),
+        ok: true,
+        detail,
+    }
+}
+
 fn failed(name: &str, detail: String) -> Check {
     Check {
         name: name.to_owned(),
@@ -151,11 +159,10 @@ async fn drill(
         checks.push(failed("replay", format!("{e:#}")));
         return Ok(checks);
     }
-    checks.push(Check {
-        name: "replay".to_owned(),
-        ok: true,
-        detail: "the whole dump, in one transaction".to_owned(),
-    });
+    checks.push(passed(
+        "replay",
+        "the whole dump, in one transaction".to_owned(),
+    ));
     checks.push(migrations(&at, live.as_ref(), app).await?);
     checks.push(tables(&at, live.as_ref(), app).await?);
     checks.push(indexes(&at, app).await?);
@@ -260,11 +267,7 @@ async fn tables(at: &Located<'_>, live: Option<&Live<'_>>, app: App) -> anyhow::
         })
         .collect::<Vec<_>>()
         .join(", ");
-    Ok(Check {
-        name: "tables".to_owned(),
-        ok: true,
-        detail,
-    })
+    Ok(passed("tables", detail))
 }
 
 /// `amcheck` on every B-tree index of the public schema, heap included.
@@ -275,14 +278,13 @@ async fn indexes(at: &Located<'_>, app: App) -> anyhow::Result<Check> {
          JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE a.amname = 'btree' AND n.nspname = 'public') checked";
     Ok(match rows(at, app, sql).await? {
-        Ok(lines) => Check {
-            name: "indexes".to_owned(),
-            ok: true,
-            detail: format!(
+        Ok(lines) => passed(
+            "indexes",
+            format!(
                 "{} B-tree indexes sound (amcheck)",
                 lines.last().map_or("0", String::as_str)
             ),
-        },
+        ),
         Err(why) => failed("indexes", why),
     })
 }

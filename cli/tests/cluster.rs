@@ -443,6 +443,16 @@ impl Nodes {
             .join("\n")
     }
 
+    /// A payment read through the edge.
+    fn payment(&self, reference: &str, token: &str) -> Reply {
+        self.https(
+            "GET",
+            &format!("/b/payments/{reference}"),
+            Some(token),
+            None,
+        )
+    }
+
     /// The id of the edge's container on node 1.
     fn edge_container(&self) -> String {
         let id = self.docker(
@@ -578,12 +588,7 @@ fn the_stack_runs_on_the_swarm_and_leaves_nothing_behind() {
         .as_str()
         .unwrap()
         .to_owned();
-    let got = nodes.https(
-        "GET",
-        &format!("/b/payments/{reference}"),
-        Some(&token),
-        None,
-    );
+    let got = nodes.payment(&reference, &token);
     assert_eq!(got.status, 200, "{}", got.body);
     assert_eq!(got.body["data"]["payment"]["amount"], "1500.00");
     // Both instances of each service answer through the edge.
@@ -754,12 +759,7 @@ fn the_stack_runs_on_the_swarm_and_leaves_nothing_behind() {
         "a payment made after the backup: {}",
         gone.body
     );
-    let kept = nodes.https(
-        "GET",
-        &format!("/b/payments/{reference}"),
-        Some(&token),
-        None,
-    );
+    let kept = nodes.payment(&reference, &token);
     assert_eq!(kept.status, 200, "{}", kept.body);
     let (logs, _) = nodes.ok(&["logs", "payments", "--tail", "3"]);
     assert!(logs.contains("app_b.1 on node "), "{logs}");
@@ -788,12 +788,7 @@ fn the_stack_runs_on_the_swarm_and_leaves_nothing_behind() {
     );
     let (_, said) = nodes.ok(&["up"]);
     assert!(said.contains("app_b"), "up brought payments back: {said}");
-    let kept = nodes.https(
-        "GET",
-        &format!("/b/payments/{reference}"),
-        Some(&token),
-        None,
-    );
+    let kept = nodes.payment(&reference, &token);
     assert_eq!(kept.status, 200, "{}", kept.body);
     assert_eq!(
         nodes
@@ -809,12 +804,7 @@ fn the_stack_runs_on_the_swarm_and_leaves_nothing_behind() {
     nodes.script(&["stop-node", "2"]);
     let lost = Instant::now();
     loop {
-        let payment = nodes.https(
-            "GET",
-            &format!("/b/payments/{reference}"),
-            Some(&token),
-            None,
-        );
+        let payment = nodes.payment(&reference, &token);
         if payment.status == 503 {
             break;
         }
@@ -836,12 +826,7 @@ fn the_stack_runs_on_the_swarm_and_leaves_nothing_behind() {
     nodes.script(&["start-node", "2"]);
     nodes.until(2, "back", |r| r["state"] == "ready");
     nodes.ok(&["up"]);
-    let back = nodes.https(
-        "GET",
-        &format!("/b/payments/{reference}"),
-        Some(&token),
-        None,
-    );
+    let back = nodes.payment(&reference, &token);
     assert_eq!(back.status, 200, "{}", back.body);
     assert_eq!(
         nodes

@@ -81,6 +81,25 @@ impl Stack {
             .unwrap()
     }
 
+    /// `backup schedule ARGS` for `secs` seconds, then SIGTERM: its log, once it exited 0.
+    fn schedule(&self, args: &[&str], env: &[(&str, &str)], secs: u64) -> String {
+        let scheduler = Command::new(BIN)
+            .current_dir(self.path())
+            .args(["backup", "schedule"])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+        signal(&scheduler, "-TERM");
+        let out = scheduler.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{log}");
+        log
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
@@ -1108,17 +1127,7 @@ fn backup_and_restore_round_trip() {
 
     // The scheduler makes backups every few seconds and stops cleanly on SIGTERM.
     let before = backup_files(&backups).len();
-    let scheduler = Command::new(BIN)
-        .current_dir(stack.path())
-        .args(["backup", "schedule", "--cron", "*/3 * * * * *"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(8));
-    signal(&scheduler, "-TERM");
-    let out = scheduler.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = stack.schedule(&["--cron", "*/3 * * * * *"], &[], 8);
     assert!(
         log.contains("backup run done") && log.contains("scheduler stopped"),
         "{log}"
@@ -1148,19 +1157,14 @@ fn backup_and_restore_round_trip() {
     // once, and that there is no backup there, once; the receiver refuses the first POST and
     // gets it again.
     let receiver = support::Receiver::start();
-    let scheduler = Command::new(BIN)
-        .current_dir(stack.path())
-        .args(["backup", "schedule", "--cron", "*/3 * * * * *"])
-        .env("STACKCTL_BACKUP_DIR", read_only.0.path())
-        .env("STACKCTL_ALERTS_WEBHOOK", &receiver.url)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(8));
-    signal(&scheduler, "-TERM");
-    let out = scheduler.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = stack.schedule(
+        &["--cron", "*/3 * * * * *"],
+        &[
+            ("STACKCTL_BACKUP_DIR", read_only.0.path().to_str().unwrap()),
+            ("STACKCTL_ALERTS_WEBHOOK", &receiver.url),
+        ],
+        8,
+    );
     assert!(
         log.contains("not delivered") && log.contains("again in 2 s"),
         "{log}"
@@ -1227,19 +1231,11 @@ fn backup_and_restore_round_trip() {
     assert!(drills.stdout.is_empty(), "the drill's container is gone");
 
     // The schedule runs drills too (here every two seconds, and no backup).
-    let scheduler = Command::new(BIN)
-        .current_dir(stack.path())
-        .args(["backup", "schedule", "--cron", "0 0 0 1 1 *"])
-        .args(["--drill-cron", "*/2 * * * * *"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(12));
-    signal(&scheduler, "-TERM");
-    let out = scheduler.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = stack.schedule(
+        &["--cron", "0 0 0 1 1 *", "--drill-cron", "*/2 * * * * *"],
+        &[],
+        12,
+    );
     assert!(
         log.contains("next restore drill at")
             && log.contains("restore drill done: every latest backup restores"),
