@@ -909,6 +909,11 @@ fn database_spec(
     ))
 }
 
+/// How long a leaving task goes on taking new requests after SIGTERM. The edge learns that a
+/// task leaves from Docker's DNS, which drops the task 2 s before SIGTERM on the task's node and
+/// on the others when gossip reaches them; the edge reads it every second. Within `STOP_GRACE`.
+const STOP_DELAY: Duration = Duration::from_secs(5);
+
 fn app_spec(
     config: &StackConfig,
     app: App,
@@ -921,6 +926,7 @@ fn app_spec(
     let mut env = vec![
         format!("PORT={port}"),
         format!("DATABASE_URL_FILE={SECRETS_DIR}/database-url"),
+        format!("STOP_DELAY_MS={}", STOP_DELAY.as_millis()),
         "RUST_LOG=info".to_owned(),
     ];
     let url_role = format!("{}-database-url", service_kind.label());
@@ -1597,6 +1603,9 @@ mod tests {
         assert!(env.contains(&"JWT_SECRET_FILE=/run/secrets/jwt".to_owned()));
         assert!(env.contains(&"DATABASE_URL_FILE=/run/secrets/database-url".to_owned()));
         assert!(env.iter().all(|e| !e.starts_with("JWT_SECRET=")));
+        // Still taking requests until every edge has stopped routing to it.
+        assert!(env.contains(&"STOP_DELAY_MS=5000".to_owned()));
+        assert!(STOP_DELAY < STOP_GRACE);
         for secret in c.secrets.as_ref().unwrap() {
             let file = secret.file.as_ref().unwrap();
             assert_eq!(file.uid.as_deref(), Some(NOBODY));

@@ -644,12 +644,13 @@ fn the_stack_runs_on_the_swarm_and_leaves_nothing_behind() {
     let failed = one_per_request["ok"] != one_per_request["requests"]
         || reused["ok"] != reused["requests"]
         || h2.status_2xx != h2.requests;
-    if failed {
-        eprintln!(
-            "what failed, as the edge and the services logged it:\n{}",
-            nodes.failures()
-        );
-    }
+    assert!(
+        !failed,
+        "requests failed while instances changed: one per connection {one_per_request:?}, \
+         kept alive {reused:?}, HTTP/2 {h2:?}; what failed, as the edge and the services \
+         logged it:\n{}",
+        nodes.failures()
+    );
     assert_all_served(&one_per_request);
     assert_all_served(&reused);
     assert!(h2.requests > 100, "{h2:?}");

@@ -47,27 +47,41 @@ impl Load {
     }
 
     /// Stops wrk (SIGINT makes it report) and returns its counters.
-    pub fn finish(self) -> std::collections::BTreeMap<String, u64> {
+    pub fn finish(self) -> LoadCounts {
         signal(&self.child, "-INT");
         let out = self.child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let line = stdout
             .lines()
             .find(|l| l.starts_with("LOAD "))
-            .unwrap_or_else(|| {
-                panic!(
-                    "no LOAD line from wrk:\n{stdout}\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                )
-            });
+            .unwrap_or_else(|| panic!("no LOAD line from wrk:\n{stdout}\n{stderr}"));
         let counters = line
             .split_whitespace()
             .skip(1)
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_owned(), v.parse().unwrap()))
             .collect();
-        eprintln!("{line}\n{}", String::from_utf8_lossy(&out.stderr));
-        counters
+        eprintln!("{line}\n{stderr}");
+        LoadCounts {
+            counters,
+            failures: stderr,
+        }
+    }
+}
+
+/// What a [`Load`] counted, and the first failed answers as wrk's script wrote them.
+#[derive(Debug)]
+pub struct LoadCounts {
+    pub counters: std::collections::BTreeMap<String, u64>,
+    pub failures: String,
+}
+
+impl std::ops::Index<&str> for LoadCounts {
+    type Output = u64;
+
+    fn index(&self, key: &str) -> &u64 {
+        &self.counters[key]
     }
 }
 
@@ -157,15 +171,12 @@ impl H2Load {
 }
 
 /// No request of a load failed: every one answered 2xx.
-pub fn assert_all_served(counters: &std::collections::BTreeMap<String, u64>) {
-    assert!(
-        counters["requests"] > 500,
-        "a steady load ran: {counters:?}"
-    );
+pub fn assert_all_served(counts: &LoadCounts) {
+    assert!(counts["requests"] > 500, "a steady load ran: {counts:?}");
     for key in ["failed", "connect", "read", "write", "timeout"] {
-        assert_eq!(counters[key], 0, "{key}: {counters:?}");
+        assert_eq!(counts[key], 0, "{key}: {counts:?}");
     }
-    assert_eq!(counters["ok"], counters["requests"], "{counters:?}");
+    assert_eq!(counts["ok"], counts["requests"], "{counts:?}");
 }
 
 /// A webhook receiver on loopback, in a thread of its own: answers 500 to the first POST (so

@@ -19,7 +19,7 @@ async fn main() -> ExitCode {
                 svc_common::startup::pool(&config.database_url, config.database_max_connections)?;
             startup::build(&config, pool)
                 .await?
-                .run_until_stopped()
+                .run_until_stopped(&config.leaving)
                 .await
         },
     )

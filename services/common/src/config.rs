@@ -103,6 +103,23 @@ pub fn secrets_from_env_only(
     Ok(())
 }
 
+/// How an instance leaves when it is told to stop.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Leaving {
+    /// Milliseconds to go on taking new requests after SIGTERM before the listener closes (at
+    /// most 10000). On a swarm the edge learns that an instance leaves from Docker's DNS, which
+    /// other nodes hear of by gossip, possibly after the engine's own two seconds of grace.
+    #[arg(long, env = "STOP_DELAY_MS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub stop_delay_ms: u64,
+}
+
+impl Leaving {
+    pub fn stop_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.stop_delay_ms)
+    }
+}
+
 /// The container health probe: `GET http://127.0.0.1:<port>/health` must answer 200.
 #[derive(Debug, clap::Args)]
 pub struct HealthcheckArgs {

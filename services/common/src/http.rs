@@ -79,10 +79,25 @@ pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Serves `router` on `listener` until SIGTERM or Ctrl-C, then lets in-flight requests finish.
-pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()> {
+/// Serves `router` on `listener` until SIGTERM or Ctrl-C and `stop_delay` after it, then lets
+/// in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop_delay: std::time::Duration,
+) -> std::io::Result<()> {
     axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            if !stop_delay.is_zero() {
+                tracing::info!(
+                    ms = stop_delay.as_millis(),
+                    "taking requests a while longer: the edge may not know yet that this instance leaves"
+                );
+                tokio::time::sleep(stop_delay).await;
+            }
+            tracing::info!("finishing in-flight requests");
+        })
         .await
 }
 
@@ -109,5 +124,5 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("shutdown signal received, finishing in-flight requests");
+    tracing::info!("shutdown signal received");
 }

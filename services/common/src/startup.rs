@@ -181,10 +181,11 @@ impl App {
         self.listener.local_addr().map_or(0, |a| a.port())
     }
 
-    /// Serves until SIGTERM or Ctrl-C; in-flight requests finish first.
-    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+    /// Serves until SIGTERM or Ctrl-C, and as long again as `leaving` says; in-flight requests
+    /// finish first.
+    pub async fn run_until_stopped(self, leaving: &crate::config::Leaving) -> anyhow::Result<()> {
         tracing::info!(port = self.port(), "{} listening", self.name);
-        crate::http::serve(self.listener, self.router)
+        crate::http::serve(self.listener, self.router, leaving.stop_delay())
             .await
             .context("serve HTTP")
     }

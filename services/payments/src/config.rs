@@ -42,6 +42,8 @@ pub struct Config {
     /// Maximum PostgreSQL connections of this instance.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
     pub database_max_connections: u32,
+    #[command(flatten)]
+    pub leaving: svc_common::config::Leaving,
 }
 
 impl Config {

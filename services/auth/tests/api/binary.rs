@@ -169,31 +169,50 @@ async fn database_url(pool: &PgPool) -> String {
     format!("{server}/{db}")
 }
 
-#[sqlx::test(migrator = "auth_svc::startup::MIGRATOR")]
-async fn serves_json_logs_and_finishes_in_flight_requests_on_sigterm(pool: PgPool) {
+/// auth-svc serving on a free port of loopback with `pool`'s database, once it answers.
+async fn start(pool: &PgPool, env: &[(&str, &str)]) -> (tokio::process::Child, String, u16) {
     let port = free_port();
-    let url = database_url(&pool).await;
-    let mut child = tokio::process::Command::new(BIN)
+    let url = database_url(pool).await;
+    let child = tokio::process::Command::new(BIN)
         .env_clear()
         .env("DATABASE_URL", &url)
         .env("JWT_SECRET", JWT_SECRET)
         .env("PORT", port.to_string())
         .env("BCRYPT_COST", "12")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
     let started = Instant::now();
-    while client.get(format!("{base}/health")).send().await.is_err() {
+    while reqwest::get(format!("{base}/health")).await.is_err() {
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "auth-svc did not start"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    (child, url, port)
+}
+
+fn terminate(child: &tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[sqlx::test(migrator = "auth_svc::startup::MIGRATOR")]
+async fn serves_json_logs_and_finishes_in_flight_requests_on_sigterm(pool: PgPool) {
+    let (mut child, url, port) = start(&pool, &[]).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
     let probe = tokio::process::Command::new(BIN)
         .env_clear()
         .env("PORT", port.to_string())
@@ -224,14 +243,7 @@ async fn serves_json_logs_and_finishes_in_flight_requests_on_sigterm(pool: PgPoo
         }
     });
     tokio::time::sleep(Duration::from_millis(60)).await;
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    terminate(&child);
     let res = login.await.unwrap().expect("in-flight login completes");
     assert_eq!(res.status(), 200);
 
@@ -252,4 +264,52 @@ async fn serves_json_logs_and_finishes_in_flight_requests_on_sigterm(pool: PgPoo
     for secret in [JWT_SECRET, PASSWORD, url.as_str()] {
         assert!(!stdout.contains(secret), "a secret reached the log");
     }
+}
+
+#[sqlx::test(migrator = "auth_svc::startup::MIGRATOR")]
+async fn takes_new_requests_for_the_stop_delay_after_sigterm(pool: PgPool) {
+    let (mut child, _, port) = start(&pool, &[("STOP_DELAY_MS", "1500")]).await;
+    let terminated = Instant::now();
+    terminate(&child);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // A new connection, as the edge opens to an instance it still routes to.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let res = client
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .expect("still listening during the stop delay");
+    assert_eq!(res.status(), 200);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("auth-svc exits after the stop delay")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let stopped = terminated.elapsed();
+    assert!(
+        stopped >= Duration::from_millis(1500) && stopped < Duration::from_secs(5),
+        "{stopped:?}"
+    );
+}
+
+#[test]
+fn refuses_a_stop_delay_over_ten_seconds() {
+    let out = run(
+        &[
+            ("DATABASE_URL", "postgres://x@127.0.0.1:1/x"),
+            ("JWT_SECRET", JWT_SECRET),
+            ("STOP_DELAY_MS", "60000"),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("STOP_DELAY_MS") || stderr.contains("stop-delay-ms"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("10000"), "{stderr}");
 }

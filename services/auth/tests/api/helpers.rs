@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use auth_svc::{config::Config, startup};
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use svc_common::config::Leaving;
 pub use svc_test_support::{TestResponse, assert_error_envelope, error_fields};
 
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
@@ -30,6 +31,7 @@ pub fn config() -> Config {
         test_mode: true,
         user_cache_ms: 0,
         database_max_connections: 5,
+        leaving: Leaving::default(),
     }
 }
 
@@ -41,7 +43,7 @@ impl TestApp {
     pub async fn spawn_with(pool: PgPool, config: Config) -> Self {
         let app = startup::build(&config, pool.clone()).await.unwrap();
         let base = format!("http://127.0.0.1:{}", app.port());
-        tokio::spawn(app.run_until_stopped());
+        tokio::spawn(async move { app.run_until_stopped(&Leaving::default()).await });
         Self {
             base,
             client: reqwest::Client::new(),

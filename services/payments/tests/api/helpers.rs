@@ -12,6 +12,7 @@ use payment_svc::{config::Config, startup, webhook_signature};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use svc_common::config::Leaving;
 pub use svc_test_support::{TestResponse, assert_error_envelope, error_fields};
 use tokio::process::{Child, Command};
 
@@ -100,6 +101,7 @@ pub fn config(auth_base: &str) -> Config {
         auth_cache_capacity: 100,
         webhook_tolerance_secs: 300,
         database_max_connections: 10,
+        leaving: Leaving::default(),
     }
 }
 
@@ -110,7 +112,7 @@ impl TestApp {
             .await
             .unwrap();
         let base = format!("http://127.0.0.1:{}", app.port());
-        tokio::spawn(app.run_until_stopped());
+        tokio::spawn(async move { app.run_until_stopped(&Leaving::default()).await });
         Self {
             base,
             client: reqwest::Client::new(),
