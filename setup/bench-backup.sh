@@ -7,6 +7,10 @@
 #   size:    the backup file beside `gzip -6` of the same dump
 #   drill:   `stackctl backup verify payments` (a throwaway database, the replay, the checks)
 #            beside the by-hand replay: what a drill adds to a restore
+#   archive: the physical backup `stackctl backup` adds; a writer commits a row every 0.1 s
+#            while the database's container is killed and its data volume deleted, then
+#            `restore payments --to latest`: its time (recovery time) and how many seconds of
+#            acknowledged commits it lost (recovery point; backup.archive_timeout_secs bounds it)
 # Uses project "bench-backup" on ports 21080, 21443, 21432, 21433 and removes it at the end.
 #   setup/bench-backup.sh          BENCH_ROWS=200000 setup/bench-backup.sh
 set -euo pipefail
@@ -46,7 +50,10 @@ ref=/var/lib/postgresql/data/bench-ref.sql.gz
 echo "==> backup: by hand in the container, then stackctl" >&2
 ref_backup=$(seconds db bash -c "pg_dump -U payments -d payments --clean --if-exists | gzip -6 >$ref")
 ref_size=$(db stat -c %s "$ref")
-ctl_backup=$(seconds "$ctl" backup payments)
+seconds "$ctl" backup payments >/dev/null
+# The dump's own time, and the physical backup's, from their lines.
+ctl_backup=$(sed -nE 's/^==> payments: .*\.sql\.gz \(.*, ([0-9.]+)s\)$/\1/p' "$work/cmd.out")
+physical=$(sed -nE 's/^==> payments: physical (.*) backup .* \(([0-9.]+)s\)$/\2 (\1)/p' "$work/cmd.out")
 file=$(ls backups/payments/*.sql.gz | tail -1)
 ctl_size=$(stat -c %s "$file")
 
@@ -58,6 +65,31 @@ replay=$(sed -nE 's/.*replayed in ([0-9.]+)s.*/\1/p' "$work/cmd.out")
 
 echo "==> restore drill of the same backup" >&2
 ctl_drill=$(seconds "$ctl" backup verify payments)
+
+echo "==> point in time: a writer, the database and its volume lost, restore --to latest" >&2
+psql_pay -c "CREATE TABLE IF NOT EXISTS rpo_probe (n bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"
+acked=$work/acked
+: >"$acked"
+(
+  n=0
+  while psql_pay -c "INSERT INTO rpo_probe (n) VALUES ($((n + 1)))" >/dev/null 2>&1; do
+    n=$((n + 1))
+    echo "$n $(date +%s.%N)" >>"$acked"
+    sleep 0.1
+  done
+) &
+writer=$!
+sleep 90
+killed_at=$(date +%s.%N)
+docker rm -f payments-db >/dev/null
+wait "$writer" || true
+docker volume rm bench-backup_payments-db-data >/dev/null
+rto=$(seconds "$ctl" restore payments --to latest --yes)
+last=$(psql_pay -c "SELECT coalesce(max(n), 0) FROM rpo_probe")
+acked_n=$(tail -1 "$acked" | cut -d' ' -f1)
+lost=$((acked_n - last))
+# How long before the kill the oldest lost commit was acknowledged: the writes lost, in time.
+rpo=$(awk -v n="$((last + 1))" -v k="$killed_at" 'BEGIN { r = "0.0" } $1 == n { r = sprintf("%.1f", k - $2) } END { print r }' "$acked")
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 mbps() { awk -v m="$dump_mb" -v s="$1" 'BEGIN { printf "%.1f", m / s }'; }
@@ -71,3 +103,6 @@ echo "| backup file size, MB | $(awk -v b="$ctl_size" 'BEGIN { printf "%.1f", b 
 echo "| restore: replay in one transaction, s | $replay | $ref_restore (gunzip \| psql --single-transaction) | $(ratio "$replay" "$ref_restore") | <= 1.0 |"
 echo "| restore: whole command, s (checks, safety backup, instances stopped and started) | $ctl_restore | | | |"
 echo "| restore drill (\`backup verify\`: throwaway database, replay, migrations, every table read, amcheck), s | $ctl_drill | $ref_restore (the replay alone) | $(ratio "$ctl_drill" "$ref_restore") | |"
+echo "| physical backup into the archive (\`stackctl backup\` after its dump), s | $physical | | | |"
+echo "| restore --to latest after the data volume is lost (recovery time), s | $rto | $ref_restore (replaying the dump by hand) | $(ratio "$rto" "$ref_restore") | |"
+echo "| commits lost by it (recovery point): acknowledged commits, and seconds before the kill | $lost of $acked_n, the oldest of them acknowledged $rpo s before the kill | | | <= backup.archive_timeout_secs (60) |"

@@ -141,6 +141,9 @@ pub struct Backup {
     pub drill_cron: String,
     /// `stackctl doctor` reports a database whose newest good backup is older than this.
     pub max_age_hours: u32,
+    /// A database archives its WAL at least this often, even when a segment is not full: the
+    /// most a restore to the latest moment can lose.
+    pub archive_timeout_secs: u32,
 }
 
 impl Backup {
@@ -248,6 +251,7 @@ impl Default for Backup {
             keep_weeks: 4,
             keep_months: 6,
             max_age_hours: 26,
+            archive_timeout_secs: 60,
             cron: "0 0 2 * * *".to_owned(),
             drill_cron: "0 0 4 * * SUN".to_owned(),
         }
@@ -387,6 +391,9 @@ impl StackConfig {
         }
         if self.backup.max_age_hours == 0 {
             bail!("backup.max_age_hours: must be at least 1");
+        }
+        if !(1..=3600).contains(&self.backup.archive_timeout_secs) {
+            bail!("backup.archive_timeout_secs: must be between 1 and 3600");
         }
         if !self.alerts.webhook.is_empty() {
             crate::alerts::parse_webhook(&self.alerts.webhook)?;

@@ -927,6 +927,27 @@ impl Engine {
         })
     }
 
+    /// Runs a container that does one job to its end and removes it (and first one of the
+    /// same name an interrupted run left). Returns its exit code and its last lines of output.
+    pub async fn run_once(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+    ) -> anyhow::Result<(i64, String)> {
+        self.remove(name, Duration::ZERO).await?;
+        self.create_and_start(name, body).await?;
+        let mut waited = self.docker.wait_container(name, None);
+        let code = match waited.next().await {
+            Some(Ok(end)) => Ok(end.status_code),
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(anyhow::Error::new(e).context(format!("wait for {name}"))),
+            None => Err(anyhow::anyhow!("the engine did not say how {name} ended")),
+        };
+        let out = self.last_lines(name, 40).await;
+        self.remove(name, Duration::ZERO).await?;
+        Ok((code?, out))
+    }
+
     /// The last `n` log lines of a container, for error reports.
     pub async fn last_lines(&self, name: &str, n: u64) -> String {
         let lines: Vec<String> = self

@@ -64,7 +64,21 @@ pub struct DatabaseFacts {
     pub last_attempt: Option<Attempt>,
     /// The newest drill of one of its backups, when it failed: when, and which backup.
     pub failed_drill: Option<FailedDrill>,
+    /// `None` when not read (the engine did not answer, or only files were read).
+    pub archiver: Option<Archiver>,
 }
+
+/// How a database's WAL archiving goes, as PostgreSQL's `pg_stat_archiver` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archiver {
+    /// The last segment archived, or when the statistics began if none was.
+    pub since: Option<DateTime<Utc>>,
+    /// The last failed attempt, and the segment it was.
+    pub last_failed: Option<(DateTime<Utc>, String)>,
+}
+
+/// WAL archiving that has failed this long, with no success since, is a finding.
+pub const ARCHIVE_FAILING_MINUTES: i64 = 5;
 
 /// A drill that failed.
 #[derive(Debug, Clone)]
@@ -108,6 +122,7 @@ pub fn gather(state: &StateDir, backup_root: &Path) -> anyhow::Result<Facts> {
             newest_good,
             last_attempt: attempts.get(app.service().label()).cloned(),
             failed_drill,
+            archiver: None,
         });
     }
     let cert_expires =
@@ -162,6 +177,22 @@ pub fn judge(facts: &Facts, now: DateTime<Utc>, max_backup_age_hours: u32) -> Ve
                     drill.at.format("%Y-%m-%d %H:%M:%S UTC"),
                     drill.file,
                     subject
+                ),
+            );
+        }
+        if let Some(Archiver {
+            since,
+            last_failed: Some((failed_at, segment)),
+        }) = &db.archiver
+            && since.is_none_or(|since| since < *failed_at)
+            && since.is_some_and(|since| now - since > TimeDelta::minutes(ARCHIVE_FAILING_MINUTES))
+        {
+            say(
+                "archive_failing",
+                format!(
+                    "WAL archiving has failed since {} UTC (last at {} UTC, segment {segment}): restore --to cannot reach past it; see stackctl logs {subject}-db",
+                    since.map_or_else(String::new, |s| s.format("%Y-%m-%d %H:%M:%S").to_string()),
+                    failed_at.format("%Y-%m-%d %H:%M:%S")
                 ),
             );
         }
@@ -240,6 +271,13 @@ mod tests {
                         error: None,
                     }),
                     failed_drill: None,
+                    archiver: Some(Archiver {
+                        since: Some(at("2026-11-26T11:59:00Z")),
+                        last_failed: Some((
+                            at("2026-11-26T11:00:00Z"),
+                            "00000001000000000000000A".to_owned(),
+                        )),
+                    }),
                 })
                 .collect(),
             cert_expires: Some(at("2027-06-01T00:00:00Z")),
@@ -260,6 +298,14 @@ mod tests {
                         error: Some("auth-db is not running".to_owned()),
                     }),
                     failed_drill: None,
+                    // Failing, but for less than five minutes.
+                    archiver: Some(Archiver {
+                        since: Some(at("2026-11-26T11:56:00Z")),
+                        last_failed: Some((
+                            at("2026-11-26T11:59:30Z"),
+                            "000000010000000000000003".to_owned(),
+                        )),
+                    }),
                 },
                 DatabaseFacts {
                     app: App::Payments,
@@ -268,6 +314,13 @@ mod tests {
                     failed_drill: Some(FailedDrill {
                         at: at("2026-11-26T04:00:00Z"),
                         file: "payments_20261126_020000.sql.gz".to_owned(),
+                    }),
+                    archiver: Some(Archiver {
+                        since: Some(at("2026-11-26T11:40:00Z")),
+                        last_failed: Some((
+                            at("2026-11-26T11:59:50Z"),
+                            "000000010000000000000007".to_owned(),
+                        )),
                     }),
                 },
             ],
@@ -279,6 +332,7 @@ mod tests {
                 "backup_failed auth: the last backup failed at 2026-11-26 02:00:00 UTC: auth-db is not running",
                 "backup_stale auth: the newest good backup is 34 h old, taken 2026-11-25 02:00 UTC (backup.max_age_hours = 26)",
                 "drill_failed payments: the last restore drill failed at 2026-11-26 04:00:00 UTC: payments_20261126_020000.sql.gz would not restore soundly (stackctl backup verify payments)",
+                "archive_failing payments: WAL archiving has failed since 2026-11-26 11:40:00 UTC (last at 2026-11-26 11:59:50 UTC, segment 000000010000000000000007): restore --to cannot reach past it; see stackctl logs payments-db",
                 "no_backup payments: no backup whose checksum verifies (stackctl backup)",
                 "certificate_expiring certificate: the edge's certificate expires in 9 days, on 2026-12-06 (stackctl up renews it, or stackctl certs --force)",
             ]

@@ -21,6 +21,8 @@ use crate::{
 
 const BASE_PACKAGES: &[&str] = &[
     "postgresql-15",
+    // Continuous WAL archiving and point-in-time recovery of the databases.
+    "pgbackrest",
     "nginx-light",
     // Routing without reloads (stack_routes.lua), and stack-edge's client for it.
     "libnginx-mod-http-lua",
@@ -34,6 +36,7 @@ const RUST_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 const POSTGRES_DOCKERFILE: &str = include_str!("../../templates/images/postgres/Dockerfile");
 const POSTGRES_ENTRYPOINT: &str = include_str!("../../templates/images/postgres/entrypoint.sh");
+const POSTGRES_RECOVER: &str = include_str!("../../templates/images/postgres/recover.sh");
 const NGINX_DOCKERFILE: &str = include_str!("../../templates/images/nginx/Dockerfile");
 const NGINX_CONF: &str = include_str!("../../nginx/nginx.conf");
 const NGINX_TLS_PARAMS: &str = include_str!("../../nginx/tls-params.conf");
@@ -114,6 +117,7 @@ pub async fn ensure_postgres(
         &[
             ("Dockerfile", POSTGRES_DOCKERFILE.as_bytes(), 0o644),
             ("entrypoint.sh", POSTGRES_ENTRYPOINT.as_bytes(), 0o755),
+            ("recover.sh", POSTGRES_RECOVER.as_bytes(), 0o755),
         ],
     )
     .await

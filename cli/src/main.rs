@@ -8,6 +8,7 @@ use std::{
 use clap::{Parser, Subcommand};
 
 mod alerts;
+mod archive;
 mod backup;
 mod certs;
 mod cluster;
@@ -83,7 +84,7 @@ async fn main() -> ExitCode {
         Command::Restore(args) => commands::restore::run(args, &ctx).await,
         Command::Logs(args) => commands::logs::run(args, &ctx).await,
         Command::Certs(args) => commands::certs::run(args, &ctx).await,
-        Command::Doctor(args) => commands::doctor::run(args, &ctx),
+        Command::Doctor(args) => commands::doctor::run(args, &ctx).await,
         Command::Cluster(args) => commands::cluster::run(args, &ctx).await,
         Command::Secrets(args) => commands::secrets::run(args, &ctx),
         Command::Config(args) => commands::config::run(args, &ctx),

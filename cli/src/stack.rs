@@ -254,22 +254,8 @@ impl Plan {
         state_root: &Path,
     ) -> anyhow::Result<Self> {
         let p = &config.project;
-        let auth_db = database(
-            config,
-            Service::AuthDb,
-            &images.postgres,
-            database::of(App::Auth),
-            &secrets.auth_db_password,
-            config.ports.auth_db,
-        );
-        let payments_db = database(
-            config,
-            Service::PaymentsDb,
-            &images.postgres,
-            database::of(App::Payments),
-            &secrets.payments_db_password,
-            config.ports.payments_db,
-        );
+        let auth_db = database_spec(config, App::Auth, &images.postgres, secrets);
+        let payments_db = database_spec(config, App::Payments, &images.postgres, secrets);
         let url = |app: App| {
             let db = database::of(app);
             format!(
@@ -452,6 +438,31 @@ pub fn volume_name(project: &str, service: Service) -> String {
     format!("{project}_{}-data", service.label())
 }
 
+/// The volume of a database's pgBackRest repository: its physical backups and archived WAL.
+/// Apart from the data's volume, so that losing that one loses nothing archived.
+pub fn archive_volume_name(project: &str, service: Service) -> String {
+    format!("{project}_{}-archive", service.label())
+}
+
+/// Where the database image keeps its pgBackRest repository.
+pub const ARCHIVE_PATH: &str = "/var/lib/pgbackrest";
+
+/// The container of `app`'s database, as `up` makes it.
+pub fn database_spec(config: &StackConfig, app: App, image: &str, secrets: &Secrets) -> Spec {
+    let (password, host_port) = match app {
+        App::Auth => (&secrets.auth_db_password, config.ports.auth_db),
+        App::Payments => (&secrets.payments_db_password, config.ports.payments_db),
+    };
+    database(
+        config,
+        app.database(),
+        image,
+        database::of(app),
+        password,
+        host_port,
+    )
+}
+
 fn database(
     config: &StackConfig,
     service: Service,
@@ -475,6 +486,11 @@ fn database(
             format!("POSTGRES_USER={user}"),
             format!("POSTGRES_PASSWORD={password}"),
             format!("POSTGRES_DB={db}"),
+            format!(
+                "ARCHIVE_TIMEOUT_SECS={}",
+                config.backup.archive_timeout_secs
+            ),
+            format!("PGBACKREST_PG1_USER={user}"),
         ]),
         labels: Some(labels(project, service, &name)),
         exposed_ports: Some(vec![format!("{}/tcp", database::PORT)]),
@@ -484,10 +500,10 @@ fn database(
             60,
         )),
         host_config: Some(HostConfig {
-            binds: Some(vec![format!(
-                "{}:/var/lib/postgresql/data",
-                volume_name(project, service)
-            )]),
+            binds: Some(vec![
+                format!("{}:/var/lib/postgresql/data", volume_name(project, service)),
+                format!("{}:{ARCHIVE_PATH}", archive_volume_name(project, service)),
+            ]),
             port_bindings: Some(HashMap::from([publish(
                 database::PORT,
                 "127.0.0.1",

@@ -850,16 +850,26 @@ fn database_spec(
         App::Payments => NodeLabel::PaymentsDb,
     };
     let image = images.of(service);
-    let mut mounts = vec![Mount {
-        target: Some("/var/lib/postgresql/data".to_owned()),
-        source: Some(stack::volume_name(&config.project, service)),
+    let volume = |source: String, target: &str| Mount {
+        target: Some(target.to_owned()),
+        source: Some(source),
         typ: Some(MountType::VOLUME),
         volume_options: Some(MountVolumeOptions {
             labels: Some(crate::docker::project_labels(&config.project)),
             ..Default::default()
         }),
         ..Default::default()
-    }];
+    };
+    let mut mounts = vec![
+        volume(
+            stack::volume_name(&config.project, service),
+            "/var/lib/postgresql/data",
+        ),
+        volume(
+            stack::archive_volume_name(&config.project, service),
+            stack::ARCHIVE_PATH,
+        ),
+    ];
     mounts.extend(tmpfs(&["/run/postgresql", "/tmp"]));
     Ok(service_spec(
         config,
@@ -873,6 +883,11 @@ fn database_spec(
                     format!("POSTGRES_USER={}", db.superuser),
                     format!("POSTGRES_PASSWORD_FILE={SECRETS_DIR}/db-password"),
                     format!("POSTGRES_DB={}", db.name),
+                    format!(
+                        "ARCHIVE_TIMEOUT_SECS={}",
+                        config.backup.archive_timeout_secs
+                    ),
+                    format!("PGBACKREST_PG1_USER={}", db.superuser),
                 ]),
                 mounts: Some(mounts),
                 health_check: Some(stack::health(

@@ -1127,7 +1127,8 @@ fn backup_and_restore_round_trip() {
 
     // The scheduler makes backups every few seconds and stops cleanly on SIGTERM.
     let before = backup_files(&backups).len();
-    let log = stack.schedule(&["--cron", "*/3 * * * * *"], &[], 8);
+    // A run takes a few seconds: a dump and a physical backup of each database.
+    let log = stack.schedule(&["--cron", "*/3 * * * * *"], &[], 20);
     assert!(
         log.contains("backup run done") && log.contains("scheduler stopped"),
         "{log}"
@@ -1329,19 +1330,38 @@ fn restoring_sessions() -> u32 {
 /// A `stackctl restore payments latest --yes` that gets `sig` once it has replayed for a while;
 /// returns its exit status and everything it wrote to stderr.
 fn restore_interrupted(stack: &Stack, sig: &str) -> (std::process::ExitStatus, String) {
+    interrupted(
+        stack,
+        &["restore", "payments", "latest", "--yes"],
+        "==> restoring payments",
+        2000,
+        sig,
+    )
+}
+
+/// `stackctl ARGS` that gets `sig` `after_ms` after it printed a line holding `at`; returns its
+/// exit status and everything it wrote to stderr.
+fn interrupted(
+    stack: &Stack,
+    args: &[&str],
+    at: &str,
+    after_ms: u64,
+    sig: &str,
+) -> (std::process::ExitStatus, String) {
     use std::io::BufRead;
     let mut child = Command::new(BIN)
         .current_dir(stack.path())
-        .args(["restore", "payments", "latest", "--yes"])
+        .args(args)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
+    let at = at.to_owned();
     let reader = std::thread::spawn(move || {
         let mut all = String::new();
         for line in stderr.lines().map_while(Result::ok) {
-            if line.contains("==> restoring payments") {
+            if line.contains(&at) {
                 let _ = tx.send(());
             }
             all.push_str(&line);
@@ -1350,8 +1370,8 @@ fn restore_interrupted(stack: &Stack, sig: &str) -> (std::process::ExitStatus, S
         all
     });
     rx.recv_timeout(std::time::Duration::from_secs(120))
-        .expect("the restore reached its replay");
-    std::thread::sleep(std::time::Duration::from_millis(2000));
+        .unwrap_or_else(|_| panic!("stackctl {args:?} did not reach its step to interrupt"));
+    std::thread::sleep(std::time::Duration::from_millis(after_ms));
     signal(&child, sig);
     let status = child.wait().unwrap();
     (status, reader.join().unwrap())
@@ -1704,4 +1724,203 @@ fn the_edge_answers_errors_in_the_envelope_and_owns_the_request_id() {
         stack.https("GET", "/health/service_a", None, None).status,
         200
     );
+}
+
+/// The references of the payments the payments database holds.
+fn references() -> BTreeSet<String> {
+    sql(
+        "payments-db",
+        "payments",
+        "payments",
+        "SELECT reference FROM payments",
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// A payment made through the edge, and when its 201 came back.
+struct Acked {
+    reference: String,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+#[test]
+#[ignore = "needs the Docker engine and builds images; setup/test.sh runs it"]
+fn point_in_time_recovery_after_losing_the_database_and_its_volume() {
+    let _engine = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    const ARCHIVE_TIMEOUT_SECS: i64 = 2;
+    let stack = Stack::new(&format!(
+        "{}[backup]\narchive_timeout_secs = {ARCHIVE_TIMEOUT_SECS}\n",
+        loaded_config("e2e-pitr", 24)
+    ));
+    stack.ok(&["down", "--volumes", "--yes"]);
+    let up = stack.run(&["up"]);
+    let said = String::from_utf8_lossy(&up.stderr);
+    assert!(up.status.success(), "{said}");
+    assert!(
+        said.contains("payments database: WAL archiving on, first full physical backup taken"),
+        "{said}"
+    );
+
+    let registered = stack.https(
+        "POST",
+        "/a/auth/register",
+        None,
+        Some(&json!({"email": "pitr@example.com", "phone": "+256772555301", "password": "pitr-password"})),
+    );
+    assert_eq!(registered.status, 201, "{}", registered.body);
+    let token = stack
+        .https(
+            "POST",
+            "/a/auth/login",
+            None,
+            Some(&json!({"identifier": "pitr@example.com", "password": "pitr-password"})),
+        )
+        .body["data"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pay = |stack: &Stack| -> Option<Acked> {
+        let reply = stack.https(
+            "POST",
+            "/b/payments",
+            Some(&token),
+            Some(&json!({"amount": "7.00", "currency": "USD", "paymentMethod": "CARD", "customerPhone": "+254712345678"})),
+        );
+        (reply.status == 201).then(|| Acked {
+            reference: reply.body["data"]["payment"]["reference"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            at: chrono::Utc::now(),
+        })
+    };
+    let before: Vec<Acked> = (0..15).filter_map(|_| pay(&stack)).collect();
+    assert_eq!(before.len(), 15);
+    // A moment with no write around it: a restore to it keeps exactly the writes before.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let moment = chrono::Utc::now();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let after: Vec<Acked> = (0..15).filter_map(|_| pay(&stack)).collect();
+    assert_eq!(after.len(), 15);
+    let listed = stack.ok(&["backup", "list"]);
+    assert!(
+        listed.contains("payments: restore --to reaches any moment from"),
+        "{listed}"
+    );
+
+    // A writer goes on while the database's container is killed and its volume deleted.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (acked, killed_at) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut acked = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                acked.extend(pay(&stack));
+            }
+            acked
+        });
+        std::thread::sleep(std::time::Duration::from_secs(8));
+        let killed_at = chrono::Utc::now();
+        let killed = Command::new("docker")
+            .args(["rm", "-f", "payments-db"])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        (writer.join().unwrap(), killed_at)
+    });
+    let removed = Command::new("docker")
+        .args(["volume", "rm", "e2e-pitr_payments-db-data"])
+        .status()
+        .unwrap();
+    assert!(removed.success());
+    assert!(acked.len() > 20, "the writer ran: {}", acked.len());
+
+    let started = std::time::Instant::now();
+    let restored = stack.run(&["restore", "payments", "--to", "latest", "--yes"]);
+    let said = String::from_utf8_lossy(&restored.stderr);
+    assert!(restored.status.success(), "{said}");
+    assert!(said.contains("no safety backup"), "{said}");
+    let recovery_secs = started.elapsed().as_secs_f64();
+    let present = references();
+    for a in before.iter().chain(&after) {
+        assert!(present.contains(&a.reference), "{} lost", a.reference);
+    }
+    let lost: Vec<&Acked> = acked
+        .iter()
+        .filter(|a| !present.contains(&a.reference))
+        .collect();
+    let horizon = killed_at - chrono::TimeDelta::seconds(ARCHIVE_TIMEOUT_SECS + 1);
+    for a in &lost {
+        assert!(
+            a.at > horizon,
+            "{} was acknowledged {:.1} s before the kill and is lost",
+            a.reference,
+            (killed_at - a.at).as_seconds_f64()
+        );
+    }
+    let oldest_lost = lost.iter().map(|a| a.at).min();
+    eprintln!(
+        "restore --to latest after the volume was lost: {recovery_secs:.1} s; lost {} of {} payments acknowledged while the writer ran, the oldest of them {:.1} s before the kill",
+        lost.len(),
+        acked.len(),
+        oldest_lost.map_or(0.0, |at| (killed_at - at).as_seconds_f64())
+    );
+    let got = stack.https(
+        "GET",
+        &format!("/b/payments/{}", after[0].reference),
+        Some(&token),
+        None,
+    );
+    assert_eq!(got.status, 200, "{}", got.body);
+
+    // Killed while it restores the files: the same command again finishes it, the instances
+    // the first one stopped run again, and nothing is lost.
+    let (status, log) = interrupted(
+        &stack,
+        &["restore", "payments", "--to", "latest", "--yes"],
+        "restoring the payments database's files",
+        200,
+        "-KILL",
+    );
+    assert!(!status.success(), "{log}");
+    stack.ok(&["restore", "payments", "--to", "latest", "--yes"]);
+    assert_eq!(references(), present, "the second restore lost nothing");
+    let got = stack.https(
+        "GET",
+        &format!("/b/payments/{}", after[0].reference),
+        Some(&token),
+        None,
+    );
+    assert_eq!(got.status, 200, "{}", got.body);
+
+    // Back to the quiet moment: exactly the payments acknowledged before it.
+    let out = stack.run(&["restore", "payments", "--to", &moment.to_rfc3339(), "--yes"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("safety backup of the current data"), "{said}");
+    let present = references();
+    let expected: BTreeSet<String> = before.iter().map(|a| a.reference.clone()).collect();
+    assert_eq!(present, expected);
+    let gone = stack.https(
+        "GET",
+        &format!("/b/payments/{}", after[0].reference),
+        Some(&token),
+        None,
+    );
+    assert_eq!(gone.status, 404, "{}", gone.body);
+    assert!(pay(&stack).is_some(), "the restored database takes writes");
+
+    // A moment to come, or not a moment, is refused before anything changes.
+    for (to, why) in [
+        ("2999-01-01 00:00:00", "has not come yet"),
+        ("yesterday", "give `latest`"),
+    ] {
+        let out = stack.run(&["restore", "payments", "--to", to, "--yes"]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(why), "{stderr}");
+    }
 }

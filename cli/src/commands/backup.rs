@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::{
     alerts::{Alert, Alerter, Repeats},
+    archive,
     backup::{self, Checksum, Kind},
     config::{StackConfig, parse_cron},
     docker::{Engine, Health},
@@ -146,10 +147,18 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
                     HumanBytes(b.size),
                     started.elapsed().as_secs_f64()
                 ));
+                let physical = recorded(ctx, app, take_physical(&site, app, ctx).await)?;
+                ctx.ui.step(&physical);
             }
             Ok(())
         }
-        Some(Command::List { json }) => list(ctx, &root, config.backup.retention(), json),
+        Some(Command::List { json }) => {
+            list(ctx, &root, config.backup.retention(), json)?;
+            if !json {
+                windows(ctx, &config).await;
+            }
+            Ok(())
+        }
         Some(Command::Prune {
             keep_days,
             keep_weeks,
@@ -268,6 +277,37 @@ fn list(
     }
     println!("{table}");
     Ok(())
+}
+
+/// Below the table: the moments `restore --to` can reach, per database, as its archive says.
+async fn windows(ctx: &super::Ctx, config: &StackConfig) {
+    let site = match Site::connect(ctx, config).await {
+        Ok(site) => site,
+        Err(e) => {
+            println!("archives: not read ({e:#})");
+            return;
+        }
+    };
+    let when = |at: chrono::DateTime<Utc>| at.format("%Y-%m-%d %H:%M:%S").to_string();
+    for app in App::ALL {
+        let label = app.service().label();
+        let window = match site.database(app).await {
+            Ok(db) => archive::window(&db, app).await,
+            Err(e) => Err(e),
+        };
+        match window {
+            Ok(Some(w)) => println!(
+                "{label}: restore --to reaches any moment from {} to {} UTC (WAL archived at least every {} s)",
+                when(w.from),
+                w.to.map_or_else(|| "its first archived WAL".to_owned(), when),
+                config.backup.archive_timeout_secs
+            ),
+            Ok(None) => println!(
+                "{label}: no physical backup in the archive yet (stackctl up or backup takes one)"
+            ),
+            Err(e) => println!("{label}: archive not read ({e:#})"),
+        }
+    }
 }
 
 /// The backups `what` names: each database's latest, or one file (its database from its name).
@@ -410,7 +450,7 @@ async fn schedule(
         config.backup.keep_months,
         root.display()
     ));
-    watch.check(ctx, config, &root);
+    watch.check(ctx, config, &root).await;
     while !stopping.load(Ordering::SeqCst) {
         let now = Local::now();
         let next_backup = cron
@@ -432,10 +472,20 @@ async fn schedule(
             },
             next.format("%Y-%m-%d %H:%M:%S %Z")
         ));
-        let wait = (next - now).to_std().unwrap_or_default();
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = stop.notified() => break,
+        let due = tokio::time::sleep((next - now).to_std().unwrap_or_default());
+        tokio::pin!(due);
+        // Between runs, what cannot wait for the next one (WAL archiving failing) is watched.
+        let mut watching =
+            tokio::time::interval_at(tokio::time::Instant::now() + WATCH_EVERY, WATCH_EVERY);
+        loop {
+            tokio::select! {
+                () = &mut due => break,
+                () = stop.notified() => break,
+                _ = watching.tick() => watch.check(ctx, config, &root).await,
+            }
+        }
+        if stopping.load(Ordering::SeqCst) {
+            break;
         }
         // A signal from here on lets this run finish; the loop ends after it.
         if backup_due {
@@ -452,12 +502,15 @@ async fn schedule(
                 )),
             }
         }
-        watch.check(ctx, config, &root);
+        watch.check(ctx, config, &root).await;
     }
     watch.alerter.flush(Duration::from_secs(20)).await;
     log("backup scheduler stopped");
     Ok(())
 }
+
+/// How often the scheduler checks between runs.
+const WATCH_EVERY: Duration = Duration::from_secs(60);
 
 /// What the scheduler alerts, and where.
 struct Watch {
@@ -469,12 +522,16 @@ struct Watch {
 
 impl Watch {
     /// Alerts each finding of `doctor` that is due.
-    fn check(&mut self, ctx: &super::Ctx, config: &StackConfig, root: &std::path::Path) {
-        let now = Utc::now();
-        let findings = match doctor::gather(&ctx.state, root) {
-            Ok(facts) => doctor::judge(&facts, now, config.backup.max_age_hours),
+    async fn check(&mut self, ctx: &super::Ctx, config: &StackConfig, root: &std::path::Path) {
+        let mut facts = match doctor::gather(&ctx.state, root) {
+            Ok(facts) => facts,
             Err(e) => return log(&format!("cannot check the backups for alerts: {e:#}")),
         };
+        if let Err(e) = super::doctor::read_archivers(ctx, config, &mut facts).await {
+            log(&format!("WAL archiving not checked: {e:#}"));
+        }
+        let now = Utc::now();
+        let findings = doctor::judge(&facts, now, config.backup.max_age_hours);
         for finding in findings {
             if self.repeats.due(&finding, now) {
                 self.alerter.raise(Alert {
@@ -512,6 +569,7 @@ async fn run_once(
             HumanBytes(b.size),
             b.path.display()
         ));
+        log(&recorded(ctx, app, take_physical(&site, app, ctx).await)?);
     }
     let mut pruned = 0;
     for app in App::ALL {
@@ -531,7 +589,7 @@ async fn run_once(
     ))
 }
 
-/// A backup of `app` where its database runs.
+/// A dump of `app`'s database where it runs.
 async fn take(
     site: &Site,
     root: &std::path::Path,
@@ -540,6 +598,31 @@ async fn take(
 ) -> anyhow::Result<backup::Backup> {
     let db = site.database(app).await?;
     backup::take(&db, root, app, Kind::Backup, &ctx.ui).await
+}
+
+/// A physical backup of `app`'s database into its archive, after its dump: a line to say.
+async fn take_physical(site: &Site, app: App, ctx: &super::Ctx) -> anyhow::Result<String> {
+    let label = app.service().label();
+    let started = Instant::now();
+    let db = site.database(app).await?;
+    let spinner = ctx
+        .ui
+        .spinner(&format!("{label}: physical backup into the archive"));
+    let physical = archive::backup(&db).await;
+    spinner.finish_and_clear();
+    let physical = physical.context(
+        "the physical backup into the archive failed (a stack made before archiving needs `stackctl up` once)",
+    )?;
+    Ok(format!(
+        "{label}: physical {} backup {} in the archive ({:.1}s)",
+        if physical.full {
+            "full"
+        } else {
+            "differential"
+        },
+        physical.label,
+        started.elapsed().as_secs_f64()
+    ))
 }
 
 /// Passes `outcome` on, after recording it as the last backup attempt of `app`.

@@ -2,13 +2,15 @@
 
 use chrono::Utc;
 
-use crate::doctor;
+use super::Site;
+use crate::{archive, config::StackConfig, doctor};
 
 /// Check the backups and the certificate; exit 1 with one line per finding, 0 when all is well.
-/// Reads only this machine's files: it works while the engine is down too.
+/// Reads this machine's files, so it works while the engine is down too, and asks the databases
+/// how their WAL archiving goes when the engine answers.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Checks:\n  each database's last backup attempt failed\n  no backup whose checksum verifies, or the newest is older than backup.max_age_hours (26)\n  the edge's certificate expires within 14 days\n\nExamples:\n  stackctl doctor                       one line per finding, exit 1 if any\n  stackctl doctor --json                the findings as a JSON array\n  */15 * * * * stackctl -f /srv/stack/stack.toml doctor || notify-ops"
+    after_help = "Checks:\n  each database's last backup attempt failed\n  no backup whose checksum verifies, or the newest is older than backup.max_age_hours (26)\n  the edge's certificate expires within 14 days\n  a database's WAL archiving has failed for over 5 minutes\n\nExamples:\n  stackctl doctor                       one line per finding, exit 1 if any\n  stackctl doctor --json                the findings as a JSON array\n  */15 * * * * stackctl -f /srv/stack/stack.toml doctor || notify-ops"
 )]
 pub struct Args {
     /// Print the findings as JSON (an empty array when all is well).
@@ -16,10 +18,13 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
+pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let config = ctx.config()?;
     let root = ctx.base_dir().join(&config.backup.dir);
-    let facts = doctor::gather(&ctx.state, &root)?;
+    let mut facts = doctor::gather(&ctx.state, &root)?;
+    if let Err(e) = read_archivers(ctx, &config, &mut facts).await {
+        ctx.ui.detail(&format!("WAL archiving not checked: {e:#}"));
+    }
     let findings = doctor::judge(&facts, Utc::now(), config.backup.max_age_hours);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&findings)?);
@@ -39,4 +44,23 @@ pub fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
             if findings.len() == 1 { "" } else { "s" }
         )
     }
+}
+
+/// Fills in how each database's WAL archiving goes, where the engine answers within 20 s.
+pub async fn read_archivers(
+    ctx: &super::Ctx,
+    config: &StackConfig,
+    facts: &mut doctor::Facts,
+) -> anyhow::Result<()> {
+    let read = async {
+        let site = Site::connect(ctx, config).await?;
+        for db in &mut facts.databases {
+            let at = site.database(db.app).await?;
+            db.archiver = Some(archive::archiver(&at, db.app).await?);
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), read)
+        .await
+        .map_err(|_| anyhow::anyhow!("the engine did not answer within 20 s"))?
 }

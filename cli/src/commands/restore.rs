@@ -7,10 +7,11 @@ use futures_util::future::try_join_all;
 
 use super::Site;
 use crate::{
+    archive,
     backup::{self, Backup, Kind, Replayed},
     database,
-    docker::{Engine, Health},
-    nginx,
+    docker::{Engine, Health, Located},
+    images, nginx,
     rollout::{self, Rollout, Step},
     stack::{self, App, STOP_GRACE},
     swarm,
@@ -24,15 +25,24 @@ use crate::{
 /// of the dump commits. Then the instances start and nginx routes to them again. Interrupted
 /// or failed at any point, the database is exactly as it was or exactly the backup, and the
 /// command says which.
+///
+/// With --to, the database comes back as it was at a moment instead, from its archive: its
+/// newest physical backup before that moment and the WAL archived since. That also works when
+/// the database's container and data volume are gone.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  stackctl restore auth latest\n  stackctl restore payments backups/payments/payments_20261125_020000.sql.gz --yes\n\n`latest` is the newest backup of that database, never a pre-restore safety copy; restore one of\nthose by its file name (stackctl backup list shows them)."
+    after_help = "Examples:\n  stackctl restore auth latest\n  stackctl restore payments backups/payments/payments_20261125_020000.sql.gz --yes\n  stackctl restore payments --to \"2026-11-26 10:15:00\"     everything committed before then (UTC)\n  stackctl restore payments --to latest                    up to the last archived WAL\n\n`latest` is the newest backup of that database, never a pre-restore safety copy; restore one of\nthose by its file name (stackctl backup list shows them and the window --to can reach)."
 )]
 pub struct Args {
     /// Whose database.
     service: App,
     /// A backup file, or `latest` for the newest backup of that database.
-    file: String,
+    #[arg(required_unless_present = "to", conflicts_with = "to")]
+    file: Option<String>,
+    /// A moment to restore to from the archive: `latest`, "YYYY-MM-DD HH:MM:SS" in UTC, or an
+    /// RFC 3339 time with its offset.
+    #[arg(long, value_name = "TIME")]
+    to: Option<String>,
     /// Do not ask for confirmation.
     #[arg(short, long)]
     yes: bool,
@@ -46,6 +56,9 @@ enum Outcome {
 }
 
 pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
+    if let Some(to) = &args.to {
+        return to_moment(args.service, archive::Target::parse(to)?, args.yes, ctx).await;
+    }
     let app = args.service;
     let label = app.service().label();
     let config = ctx.config()?;
@@ -54,7 +67,8 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     for line in backup::sweep(&root, app)? {
         ctx.ui.detail(&line);
     }
-    let path = if args.file == "latest" {
+    let file = args.file.unwrap_or_default();
+    let path = if file == "latest" {
         backup::latest(&root, app)?
             .with_context(|| {
                 format!(
@@ -64,7 +78,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
             })?
             .path
     } else {
-        PathBuf::from(&args.file)
+        PathBuf::from(&file)
     };
     if !path.is_file() {
         bail!(
@@ -97,7 +111,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     // A restore killed a moment ago may still be rolling back.
     backup::settle(&db, app, None).await?;
 
-    let mut instances = Instances::of(&site, ctx, &config.project, app).await?;
+    let mut instances = Instances::of(&site, ctx, &config.project, app, false).await?;
     let transaction = Mutex::new(None);
     let replace = async {
         instances.stop(&ctx.ui).await?;
@@ -174,6 +188,94 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     }
 }
 
+/// `restore APP --to TARGET`: the database as it was at `target`, from its archive.
+async fn to_moment(
+    app: App,
+    target: archive::Target,
+    yes: bool,
+    ctx: &super::Ctx,
+) -> anyhow::Result<()> {
+    let label = app.service().label();
+    if let archive::Target::Time(at) = target
+        && at > chrono::Utc::now()
+    {
+        bail!("--to {target}: that moment has not come yet");
+    }
+    let config = ctx.config()?;
+    let root = ctx.base_dir().join(&config.backup.dir);
+    let _lock = ctx.state.lock()?;
+    if !yes
+        && !super::confirm(&format!(
+            "bring the {label} database back to {target}? its instances stop meanwhile"
+        ))?
+    {
+        bail!("nothing was restored");
+    }
+    let site = Site::connect(ctx, &config).await?;
+    let Site::Local(engine) = &site else {
+        bail!(
+            "restore --to runs on one host so far; on a cluster restore a backup file (stackctl backup list)"
+        );
+    };
+    let db = Located::local(engine, database::of(app).container);
+    let project = &config.project;
+    let image = images::ensure_postgres(engine, &config, &ctx.ui).await?;
+    // Stopped ones too: a restore --to killed earlier left them stopped, and this one, run
+    // again to finish it, starts them.
+    let mut instances = Instances::of(&site, ctx, project, app, true).await?;
+    instances.stop(&ctx.ui).await?;
+
+    let running = engine.health(&db.container).await? == Health::Healthy;
+    if running {
+        let safety = backup::take(&db, &root, app, Kind::PreRestore, &ctx.ui).await?;
+        ctx.ui.step(&format!(
+            "safety backup of the current data: {}",
+            safety.path.display()
+        ));
+    } else {
+        ctx.ui
+            .step(&format!("no safety backup: {} does not run", db.container));
+    }
+    let started = Instant::now();
+    let recovered = async {
+        engine.remove(&db.container, STOP_GRACE).await?;
+        for volume in [
+            stack::volume_name(project, app.database()),
+            stack::archive_volume_name(project, app.database()),
+        ] {
+            engine.ensure_volume(&volume, project).await?;
+        }
+        ctx.ui.step(&format!(
+            "restoring the {label} database's files from its archive"
+        ));
+        archive::recover(engine, project, &image, app, target).await?;
+        let spec = stack::database_spec(&config, app, &image, &ctx.state.secrets()?);
+        engine.create_and_start(&spec.name, spec.body).await?;
+        stack::wait_healthy(engine, &[spec.name], &ctx.ui).await?;
+        archive::wait_recovered(&db, app, &ctx.ui).await
+    };
+    let outcome = tokio::select! {
+        done = recovered => done,
+        signal = interrupted() => Err(anyhow::anyhow!("interrupted ({signal})")),
+    };
+    if let Err(e) = outcome {
+        return Err(e.context(format!(
+            "the {label} database is not restored and its instances stay stopped; run the same command again: it takes up where this one stopped"
+        )));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    instances.start(&ctx.ui).await.map_err(|e| {
+        e.context(format!(
+            "the {label} database is back at {target}, but its instances did not come back; see stackctl logs {label}, then stackctl up"
+        ))
+    })?;
+    ctx.ui.step(&format!(
+        "the {label} database is back at {target} (restored and replayed in {secs:.1}s); WAL archiving goes on from there"
+    ));
+    ctx.ui.done();
+    Ok(())
+}
+
 /// The instances a restore stops and starts again, and how.
 enum Instances<'a> {
     /// On one host: the running instances, taken out of nginx's routes, then stopped.
@@ -194,15 +296,23 @@ enum Instances<'a> {
 }
 
 impl<'a> Instances<'a> {
+    /// The instances of `app` that run; with `stopped_too` the stopped ones as well (those a
+    /// restore killed earlier left stopped), on one host.
     async fn of(
         site: &'a Site,
         ctx: &'a super::Ctx,
         project: &'a str,
         app: App,
+        stopped_too: bool,
     ) -> anyhow::Result<Self> {
         Ok(match site {
             Site::Local(engine) => {
-                let names = rollout::running(engine, project, app).await?;
+                let names = rollout::instances(engine, project, app)
+                    .await?
+                    .into_iter()
+                    .filter(|i| i.running || stopped_too)
+                    .map(|i| i.name)
+                    .collect();
                 let routes_path = ctx.state.path(nginx::ROUTES_FILE);
                 let routed = nginx::routed_now(&routes_path)?;
                 Self::Local {

@@ -5,11 +5,11 @@ use std::{net::TcpListener, path::PathBuf};
 use anyhow::Context;
 
 use crate::{
-    certs,
+    archive, certs,
     cluster::{Cluster, NodeLabel},
     config::StackConfig,
     database,
-    docker::{Engine, Health},
+    docker::{Engine, Health, Located},
     images, nginx,
     rollout::{self, Replace, Rollout},
     stack::{self, App, NETWORK, Outcome, PROXY, Plan, Service, Spec},
@@ -50,12 +50,12 @@ pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
 
     engine.ensure_network(NETWORK, &config.project).await?;
     for service in [Service::AuthDb, Service::PaymentsDb] {
-        engine
-            .ensure_volume(
-                &stack::volume_name(&config.project, service),
-                &config.project,
-            )
-            .await?;
+        for volume in [
+            stack::volume_name(&config.project, service),
+            stack::archive_volume_name(&config.project, service),
+        ] {
+            engine.ensure_volume(&volume, &config.project).await?;
+        }
     }
     let plan = Plan::new(&config, &images, &secrets, ctx.state.root())?;
     let edge = Edge {
@@ -72,6 +72,9 @@ pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         let db = database::of(app);
         db.ensure_app_role(&engine, db.container, secrets.app_password(app))
             .await?;
+        if let Some(line) = archive::ensure(&Located::local(&engine, db.container), app).await? {
+            ui.step(&line);
+        }
     }
     // With the edge serving, instances change one at a time behind it, so an update fails no
     // request; without it there is nothing to keep serving and they start together.
@@ -166,6 +169,9 @@ pub(super) async fn up_cluster(
         let at = swarm::running_container(&nodes, swarm::service_name(app.database())).await?;
         db.ensure_app_role(at.engine, &at.container, secrets.app_password(app))
             .await?;
+        if let Some(line) = archive::ensure(&at, app).await? {
+            ui.step(&line);
+        }
         if swarm::predates_database(manager, project, app).await? {
             ui.step(&format!(
                 "{} instances started before their database did (its node came back): replacing them",

@@ -13,8 +13,8 @@ fi
 
 as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
 
-mkdir -p "$PGDATA" /var/run/postgresql
-chown postgres:postgres "$PGDATA" /var/run/postgresql
+mkdir -p "$PGDATA" /var/run/postgresql /var/lib/pgbackrest /tmp/pgbackrest
+chown postgres:postgres "$PGDATA" /var/run/postgresql /var/lib/pgbackrest /tmp/pgbackrest
 chmod 700 "$PGDATA"
 
 if [[ ! -s $PGDATA/PG_VERSION ]]; then
@@ -35,4 +35,14 @@ if [[ ! -s $PGDATA/PG_VERSION ]]; then
   fi
 fi
 
-exec setpriv --reuid=postgres --regid=postgres --init-groups postgres -D "$PGDATA" "$@"
+# Every WAL segment goes to the repository as it fills, and at least every ARCHIVE_TIMEOUT_SECS:
+# what a restore to the latest moment can lose. A segment the repository does not take (no
+# stanza yet, say) stays in pg_wal and is offered again.
+archiving=()
+if [[ -n ${ARCHIVE_TIMEOUT_SECS:-} ]]; then
+  archiving=(-c wal_level=replica -c archive_mode=on
+    -c "archive_command=pgbackrest archive-push %p"
+    -c "archive_timeout=${ARCHIVE_TIMEOUT_SECS}s")
+fi
+
+exec setpriv --reuid=postgres --regid=postgres --init-groups postgres -D "$PGDATA" "${archiving[@]}" "$@"
