@@ -53,7 +53,7 @@ ref_size=$(db stat -c %s "$ref")
 seconds "$ctl" backup payments >/dev/null
 # The dump's own time, and the physical backup's, from their lines.
 ctl_backup=$(sed -nE 's/^==> payments: .*\.sql\.gz \(.*, ([0-9.]+)s\)$/\1/p' "$work/cmd.out")
-physical=$(sed -nE 's/^==> payments: physical (.*) backup .* \(([0-9.]+)s\)$/\2 (\1)/p' "$work/cmd.out")
+physical=$(sed -nE 's/^==> payments: physical backup (full|differential) .* \(([0-9.]+)s\)$/\2 (\1)/p' "$work/cmd.out")
 file=$(ls backups/payments/*.sql.gz | tail -1)
 ctl_size=$(stat -c %s "$file")
 

@@ -11,9 +11,10 @@ use serde_json::Value;
 
 use crate::{
     backup,
+    config::StackConfig,
     docker::{Engine, Located},
     doctor,
-    stack::{self, ARCHIVE_PATH, App},
+    stack::{self, App, Service},
     ui::Ui,
 };
 
@@ -84,21 +85,22 @@ async fn pgbackrest(at: &Located<'_>, args: &[&str]) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// A physical backup in the repository.
+/// A physical backup in a repository.
 #[derive(Debug, Clone)]
 pub struct Physical {
+    pub repo: Repo,
     pub label: String,
     pub full: bool,
     pub stopped: DateTime<Utc>,
 }
 
-/// The physical backups in the repository, oldest first.
-async fn physical_backups(at: &Located<'_>) -> anyhow::Result<Vec<Physical>> {
-    let out = pgbackrest(at, &["info", "--output=json"]).await?;
-    parse_info(&out)
+/// The physical backups in `repo`, oldest first.
+async fn physical_backups(at: &Located<'_>, repo: Repo) -> anyhow::Result<Vec<Physical>> {
+    let out = pgbackrest(at, &["info", "--output=json", repo.flag()]).await?;
+    parse_info(&out, repo)
 }
 
-fn parse_info(json: &str) -> anyhow::Result<Vec<Physical>> {
+fn parse_info(json: &str, repo: Repo) -> anyhow::Result<Vec<Physical>> {
     let doc: Value = serde_json::from_str(json).context("pgbackrest info: not JSON")?;
     let backups = doc
         .as_array()
@@ -113,6 +115,7 @@ fn parse_info(json: &str) -> anyhow::Result<Vec<Physical>> {
                 .as_i64()
                 .context("pgbackrest info: a backup without its stop time")?;
             Ok(Physical {
+                repo,
                 label: b["label"].as_str().unwrap_or_default().to_owned(),
                 full: b["type"] == "full",
                 stopped: Utc
@@ -124,44 +127,54 @@ fn parse_info(json: &str) -> anyhow::Result<Vec<Physical>> {
         .collect()
 }
 
-/// Makes the repository know the database (idempotent), and takes its first full backup: the
-/// archived WAL is of use only from a physical backup on. `Some(line)` when it did either.
+/// Makes the repositories know the database (idempotent), and takes the first full backup in
+/// each: the archived WAL is of use only from a physical backup on. `Some(line)` when it took
+/// one.
 pub async fn ensure(at: &Located<'_>, app: App) -> anyhow::Result<Option<String>> {
+    let label = app.service().label();
     pgbackrest(at, &["stanza-create"]).await.with_context(|| {
         format!(
-            "the {} database's archive: the repository in its volume belongs to another database cluster?",
-            app.service().label()
+            "the {label} database's archive: does a repository belong to another database cluster?"
         )
     })?;
-    if !physical_backups(at).await?.is_empty() {
-        return Ok(None);
+    let mut started = Vec::new();
+    for repo in repos(at).await? {
+        if physical_backups(at, repo).await?.is_empty() {
+            pgbackrest(at, &["backup", "--type=full", repo.flag()]).await?;
+            started.push(repo.name());
+        }
     }
-    pgbackrest(at, &["backup", "--type=full"]).await?;
-    Ok(Some(format!(
-        "{} database: WAL archiving on, first full physical backup taken",
-        app.service().label()
-    )))
+    Ok((!started.is_empty()).then(|| {
+        format!(
+            "{label} database: WAL archiving on, first full physical backup taken ({})",
+            started.join(", ")
+        )
+    }))
 }
 
-/// Takes a physical backup: full when the newest full one is older than a week, differential
-/// otherwise.
-pub async fn backup(at: &Located<'_>) -> anyhow::Result<Physical> {
-    let before = physical_backups(at).await?;
-    let recent_full = before
-        .iter()
-        .rev()
-        .find(|b| b.full)
-        .is_some_and(|b| (Utc::now() - b.stopped).to_std().unwrap_or_default() < FULL_EVERY);
-    let kind = if recent_full {
-        "--type=diff"
-    } else {
-        "--type=full"
-    };
-    pgbackrest(at, &["backup", kind]).await?;
-    physical_backups(at)
-        .await?
-        .pop()
-        .context("pgbackrest backup ended, yet the repository lists no backup")
+/// Takes a physical backup in each repository: full when its newest full one is older than a
+/// week, differential otherwise.
+pub async fn backup(at: &Located<'_>) -> anyhow::Result<Vec<Physical>> {
+    let mut taken = Vec::new();
+    for repo in repos(at).await? {
+        let before = physical_backups(at, repo).await?;
+        let recent_full =
+            before.iter().rev().find(|b| b.full).is_some_and(|b| {
+                (Utc::now() - b.stopped).to_std().unwrap_or_default() < FULL_EVERY
+            });
+        let kind = if recent_full {
+            "--type=diff"
+        } else {
+            "--type=full"
+        };
+        pgbackrest(at, &["backup", kind, repo.flag()]).await?;
+        let newest = physical_backups(at, repo)
+            .await?
+            .pop()
+            .context("pgbackrest backup ended, yet the repository lists no backup")?;
+        taken.push(newest);
+    }
+    Ok(taken)
 }
 
 /// From when to when a database can be restored to any moment.
@@ -173,7 +186,11 @@ pub struct Window {
 }
 
 pub async fn window(at: &Located<'_>, app: App) -> anyhow::Result<Option<Window>> {
-    let Some(oldest) = physical_backups(at).await?.into_iter().next() else {
+    let Some(oldest) = physical_backups(at, Repo::Archive)
+        .await?
+        .into_iter()
+        .next()
+    else {
         return Ok(None);
     };
     let (code, out) = backup::query(
@@ -230,22 +247,80 @@ fn parse_archiver(row: &str) -> doctor::Archiver {
     }
 }
 
-/// Restores `app`'s data volume from the repository to `target`, in a container of its own;
-/// the database's container must be stopped or gone. The database replays the WAL when it
-/// starts next ([`wait_recovered`]).
+/// Which of a database's repositories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Repo {
+    /// The archive volume beside the data's.
+    Archive,
+    /// The encrypted copy in `backup.copy_to`.
+    Copy,
+}
+
+impl Repo {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Archive => "archive",
+            Self::Copy => "copy",
+        }
+    }
+
+    fn flag(self) -> &'static str {
+        match self {
+            Self::Archive => "--repo=1",
+            Self::Copy => "--repo=2",
+        }
+    }
+}
+
+/// Makes the folder of `service`'s copies (`backup.copy_to`), for its owner only, when there is
+/// a copy: Docker would make a missing one readable by all.
+pub fn prepare_copy(config: &StackConfig, service: Service) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(dir) = config.backup.copy_dir(&config.project, service) else {
+        return Ok(());
+    };
+    for folder in [dir.join("archive"), dir.join("dumps")] {
+        std::fs::create_dir_all(&folder)
+            .with_context(|| format!("backup.copy_to: cannot create {}", folder.display()))?;
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("backup.copy_to: cannot restrict {}", dir.display()))
+}
+
+/// The repositories of the database in `at`: the archive, and its copy when its container
+/// has one.
+async fn repos(at: &Located<'_>) -> anyhow::Result<Vec<Repo>> {
+    let (code, _) = at
+        .engine
+        .exec(&at.container, &["printenv", "PGBACKREST_REPO2_PATH"])
+        .await?;
+    Ok(if code == 0 {
+        vec![Repo::Archive, Repo::Copy]
+    } else {
+        vec![Repo::Archive]
+    })
+}
+
+/// Restores the data volume of the database `spec` makes from `repo` to `target`, in a
+/// container of its own with the same volumes and settings; the database's container must be
+/// stopped or gone. The database replays the WAL when it starts next ([`wait_recovered`]).
 pub async fn recover(
     engine: &Engine,
     project: &str,
-    image: &str,
-    app: App,
+    spec: &stack::Spec,
+    repo: Repo,
     target: Target,
 ) -> anyhow::Result<()> {
-    let service = app.database();
-    let name = format!("{project}_recover-{}", service.label());
-    let mut cmd = vec!["/usr/local/bin/postgres-recover".to_owned()];
+    let name = format!("{project}_recover-{}", spec.name);
+    let mut cmd = vec![
+        "/usr/local/bin/postgres-recover".to_owned(),
+        repo.flag().to_owned(),
+    ];
     cmd.extend(target.recover_args());
+    let database = spec.body.host_config.clone().unwrap_or_default();
     let body = ContainerCreateBody {
-        image: Some(image.to_owned()),
+        image: spec.body.image.clone(),
+        env: spec.body.env.clone(),
         entrypoint: Some(cmd),
         labels: Some(std::collections::HashMap::from([(
             crate::docker::LABEL_PROJECT.to_owned(),
@@ -253,27 +328,11 @@ pub async fn recover(
         )])),
         network_disabled: Some(true),
         host_config: Some(HostConfig {
-            binds: Some(vec![
-                format!(
-                    "{}:/var/lib/postgresql/data",
-                    stack::volume_name(project, service)
-                ),
-                format!(
-                    "{}:{ARCHIVE_PATH}",
-                    stack::archive_volume_name(project, service)
-                ),
-            ]),
-            cap_drop: Some(vec!["ALL".to_owned()]),
-            cap_add: Some(
-                ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"]
-                    .map(str::to_owned)
-                    .to_vec(),
-            ),
-            security_opt: Some(vec!["no-new-privileges".to_owned()]),
-            tmpfs: Some(std::collections::HashMap::from([(
-                "/tmp".to_owned(),
-                String::new(),
-            )])),
+            binds: database.binds,
+            cap_drop: database.cap_drop,
+            cap_add: database.cap_add,
+            security_opt: database.security_opt,
+            tmpfs: database.tmpfs,
             readonly_rootfs: Some(true),
             ..Default::default()
         }),
@@ -354,14 +413,17 @@ mod tests {
             {"label":"20261126-101500F","type":"full","timestamp":{"start":1795687000,"stop":1795687003}},
             {"label":"20261126-101500F_20261126-111500D","type":"diff","timestamp":{"start":1795690600,"stop":1795690602}}
         ],"status":{"code":0}}]"#;
-        let backups = parse_info(json).unwrap();
+        let backups = parse_info(json, Repo::Archive).unwrap();
         assert_eq!(backups.len(), 2);
         assert!(backups[0].full && !backups[1].full);
         assert_eq!(backups[1].stopped.timestamp(), 1795690602);
         assert!(
-            parse_info(r#"[{"name":"main","backup":[],"status":{"code":2}}]"#)
-                .unwrap()
-                .is_empty()
+            parse_info(
+                r#"[{"name":"main","backup":[],"status":{"code":2}}]"#,
+                Repo::Archive
+            )
+            .unwrap()
+            .is_empty()
         );
     }
 }

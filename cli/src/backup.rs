@@ -281,15 +281,20 @@ pub fn checksum(path: &Path) -> anyhow::Result<Checksum> {
                 .with_context(|| format!("cannot read the checksum of {}", path.display()));
         }
     };
-    let mut file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut hashing = Hashing::new(std::io::sink());
-    std::io::copy(&mut file, &mut hashing)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(if hex::encode(hashing.hasher.finalize()) == expected {
+    Ok(if digest_of(path)? == expected {
         Checksum::Verified
     } else {
         Checksum::Mismatch
     })
+}
+
+/// The SHA-256 of a file, in hex.
+fn digest_of(path: &Path) -> anyhow::Result<String> {
+    let mut file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hashing = Hashing::new(std::io::sink());
+    std::io::copy(&mut file, &mut hashing)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(hex::encode(hashing.hasher.finalize()))
 }
 
 /// Checks a backup end to end before a restore: its checksum, then the whole gzip stream, which
@@ -464,6 +469,39 @@ pub fn sweep(root: &Path, app: App) -> anyhow::Result<Vec<String>> {
         sync_dir(&dir)?;
     }
     Ok(done)
+}
+
+/// Copies a backup and its checksum into `dir` (the copy off the host): each written as
+/// `.partial`, synced, checked against the checksum, then renamed, the backup last; a copy cut
+/// short leaves only partial files there. Returns the copy's path.
+pub fn copy_to(backup: &Backup, dir: &Path) -> anyhow::Result<PathBuf> {
+    let name = backup
+        .path
+        .file_name()
+        .context("a backup without a file name")?;
+    let to = dir.join(name);
+    let sum_to = checksum_path(&to);
+    let (partial, sum_partial) = (partial_path(&to), partial_path(&sum_to));
+    for leftover in [&partial, &sum_partial] {
+        remove_if_exists(leftover)?;
+    }
+    let sum = fs::read_to_string(checksum_path(&backup.path))
+        .with_context(|| format!("cannot read the checksum of {}", backup.path.display()))?;
+    fs::copy(&backup.path, &partial)
+        .and_then(|_| File::open(&partial)?.sync_all())
+        .with_context(|| format!("cannot write {}", partial.display()))?;
+    if sum.split_whitespace().next() != Some(digest_of(&partial)?.as_str()) {
+        bail!(
+            "the copy {} does not match the checksum of {}",
+            partial.display(),
+            backup.path.display()
+        );
+    }
+    write_synced(&sum_partial, sum.as_bytes())?;
+    rename(&sum_partial, &sum_to)?;
+    rename(&partial, &to)?;
+    sync_dir(dir)?;
+    Ok(to)
 }
 
 fn partial_path(path: &Path) -> PathBuf {

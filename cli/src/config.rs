@@ -144,6 +144,17 @@ pub struct Backup {
     /// A database archives its WAL at least this often, even when a segment is not full: the
     /// most a restore to the latest moment can lose.
     pub archive_timeout_secs: u32,
+    /// An absolute folder on another disk or mount (one host): each database's archive is
+    /// also kept there, encrypted, and every dump copied there. Empty: no copy.
+    pub copy_to: PathBuf,
+}
+
+impl Backup {
+    /// Where the copies of `service`'s archive and dumps go, when there is a copy.
+    pub fn copy_dir(&self, project: &str, service: crate::stack::Service) -> Option<PathBuf> {
+        (!self.copy_to.as_os_str().is_empty())
+            .then(|| self.copy_to.join(project).join(service.label()))
+    }
 }
 
 impl Backup {
@@ -252,6 +263,7 @@ impl Default for Backup {
             keep_months: 6,
             max_age_hours: 26,
             archive_timeout_secs: 60,
+            copy_to: PathBuf::new(),
             cron: "0 0 2 * * *".to_owned(),
             drill_cron: "0 0 4 * * SUN".to_owned(),
         }
@@ -395,6 +407,18 @@ impl StackConfig {
         if !(1..=3600).contains(&self.backup.archive_timeout_secs) {
             bail!("backup.archive_timeout_secs: must be between 1 and 3600");
         }
+        if !self.backup.copy_to.as_os_str().is_empty() {
+            if !self.backup.copy_to.is_absolute() {
+                bail!(
+                    "backup.copy_to: give an absolute folder on another disk or mount, e.g. \"/mnt/offsite/stackctl\""
+                );
+            }
+            if self.cluster.is_some() {
+                bail!(
+                    "backup.copy_to: copies are made on one host so far; leave it empty with [cluster]"
+                );
+            }
+        }
         if !self.alerts.webhook.is_empty() {
             crate::alerts::parse_webhook(&self.alerts.webhook)?;
         }
@@ -499,6 +523,15 @@ mod tests {
                 "nginx.rate_limit_per_minute",
             ),
             ("[backup]\ncron = \"0 2 * * *\"\n", "backup.cron"),
+            (
+                "[backup]\narchive_timeout_secs = 0\n",
+                "backup.archive_timeout_secs",
+            ),
+            ("[backup]\ncopy_to = \"offsite\"\n", "backup.copy_to"),
+            (
+                "[backup]\ncopy_to = \"/mnt/offsite\"\n[cluster]\nnodes = [{ engine = \"unix:///a.sock\", labels = [\"edge\", \"auth-db\", \"payments-db\"] }]\n",
+                "backup.copy_to",
+            ),
             (
                 "[cluster]\nnodes = [{ engine = \"unix:///a.sock\", labels = [\"edge\", \"db\"] }]\n",
                 "cluster.nodes[0].labels[1]",

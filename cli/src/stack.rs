@@ -460,7 +460,33 @@ pub fn database_spec(config: &StackConfig, app: App, image: &str, secrets: &Secr
         database::of(app),
         password,
         host_port,
+        &secrets.archive_cipher_pass,
     )
+}
+
+/// Where the database image has the copy of its archive (`backup.copy_to`), pgBackRest's
+/// second repository.
+pub const ARCHIVE_COPY_PATH: &str = "/var/lib/pgbackrest-copy";
+
+/// What a database container needs for the copy of its archive.
+struct ArchiveCopy {
+    /// The host folder bound at `ARCHIVE_COPY_PATH`.
+    bind: String,
+    /// pgBackRest's repo2 there, encrypted.
+    env: Vec<String>,
+}
+
+fn archive_copy(config: &StackConfig, service: Service, cipher_pass: &str) -> Option<ArchiveCopy> {
+    let dir = config.backup.copy_dir(&config.project, service)?;
+    Some(ArchiveCopy {
+        bind: format!("{}:{ARCHIVE_COPY_PATH}", dir.join("archive").display()),
+        env: vec![
+            format!("PGBACKREST_REPO2_PATH={ARCHIVE_COPY_PATH}"),
+            "PGBACKREST_REPO2_RETENTION_FULL=2".to_owned(),
+            "PGBACKREST_REPO2_CIPHER_TYPE=aes-256-cbc".to_owned(),
+            format!("PGBACKREST_REPO2_CIPHER_PASS={cipher_pass}"),
+        ],
+    })
 }
 
 fn database(
@@ -470,6 +496,7 @@ fn database(
     db: Database,
     password: &str,
     host_port: u16,
+    cipher_pass: &str,
 ) -> Spec {
     let project = &config.project;
     let name = service.label().to_owned();
@@ -479,19 +506,28 @@ fn database(
         ..
     } = db;
     let limits = limits(config.resources.database_memory_mb, config.resources.pids);
+    let mut env = vec![
+        format!("POSTGRES_USER={user}"),
+        format!("POSTGRES_PASSWORD={password}"),
+        format!("POSTGRES_DB={db}"),
+        format!(
+            "ARCHIVE_TIMEOUT_SECS={}",
+            config.backup.archive_timeout_secs
+        ),
+        format!("PGBACKREST_PG1_USER={user}"),
+    ];
+    let mut binds = vec![
+        format!("{}:/var/lib/postgresql/data", volume_name(project, service)),
+        format!("{}:{ARCHIVE_PATH}", archive_volume_name(project, service)),
+    ];
+    if let Some(copy) = archive_copy(config, service, cipher_pass) {
+        binds.push(copy.bind);
+        env.extend(copy.env);
+    }
     let body = ContainerCreateBody {
         image: Some(image.to_owned()),
         hostname: Some(name.clone()),
-        env: Some(vec![
-            format!("POSTGRES_USER={user}"),
-            format!("POSTGRES_PASSWORD={password}"),
-            format!("POSTGRES_DB={db}"),
-            format!(
-                "ARCHIVE_TIMEOUT_SECS={}",
-                config.backup.archive_timeout_secs
-            ),
-            format!("PGBACKREST_PG1_USER={user}"),
-        ]),
+        env: Some(env),
         labels: Some(labels(project, service, &name)),
         exposed_ports: Some(vec![format!("{}/tcp", database::PORT)]),
         healthcheck: Some(health(
@@ -500,10 +536,7 @@ fn database(
             60,
         )),
         host_config: Some(HostConfig {
-            binds: Some(vec![
-                format!("{}:/var/lib/postgresql/data", volume_name(project, service)),
-                format!("{}:{ARCHIVE_PATH}", archive_volume_name(project, service)),
-            ]),
+            binds: Some(binds),
             port_bindings: Some(HashMap::from([publish(
                 database::PORT,
                 "127.0.0.1",

@@ -31,6 +31,10 @@ pub struct Secrets {
     pub auth_app_password: String,
     #[serde(default)]
     pub payments_app_password: String,
+    /// Encrypts the archives' copy off the host (`backup.copy_to`): without it the copy cannot
+    /// be read, so it must be kept apart from this machine too.
+    #[serde(default)]
+    pub archive_cipher_pass: String,
 }
 
 impl Secrets {
@@ -42,6 +46,7 @@ impl Secrets {
             payments_db_password: random_secret(24),
             auth_app_password: random_secret(24),
             payments_app_password: random_secret(24),
+            archive_cipher_pass: random_secret(48),
         }
     }
 
@@ -53,6 +58,10 @@ impl Secrets {
                 *password = random_secret(24);
                 added = true;
             }
+        }
+        if self.archive_cipher_pass.is_empty() {
+            self.archive_cipher_pass = random_secret(48);
+            added = true;
         }
         added
     }
@@ -66,7 +75,7 @@ impl Secrets {
     }
 
     /// Name and value of each secret, for `secrets show`.
-    pub fn entries(&self) -> [(&'static str, &str); 6] {
+    pub fn entries(&self) -> [(&'static str, &str); 7] {
         [
             ("jwt_secret", &self.jwt_secret),
             ("webhook_secret", &self.webhook_secret),
@@ -74,6 +83,7 @@ impl Secrets {
             ("payments_db_password", &self.payments_db_password),
             ("auth_app_password", &self.auth_app_password),
             ("payments_app_password", &self.payments_app_password),
+            ("archive_cipher_pass", &self.archive_cipher_pass),
         ]
     }
 }

@@ -1750,16 +1750,20 @@ struct Acked {
 fn point_in_time_recovery_after_losing_the_database_and_its_volume() {
     let _engine = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
     const ARCHIVE_TIMEOUT_SECS: i64 = 2;
+    let offsite = tempfile::tempdir().unwrap();
     let stack = Stack::new(&format!(
-        "{}[backup]\narchive_timeout_secs = {ARCHIVE_TIMEOUT_SECS}\n",
-        loaded_config("e2e-pitr", 24)
+        "{}[backup]\narchive_timeout_secs = {ARCHIVE_TIMEOUT_SECS}\ncopy_to = \"{}\"\n",
+        loaded_config("e2e-pitr", 24),
+        offsite.path().display()
     ));
     stack.ok(&["down", "--volumes", "--yes"]);
     let up = stack.run(&["up"]);
     let said = String::from_utf8_lossy(&up.stderr);
     assert!(up.status.success(), "{said}");
     assert!(
-        said.contains("payments database: WAL archiving on, first full physical backup taken"),
+        said.contains(
+            "payments database: WAL archiving on, first full physical backup taken (archive, copy)"
+        ),
         "{said}"
     );
 
@@ -1824,18 +1828,18 @@ fn point_in_time_recovery_after_losing_the_database_and_its_volume() {
         let killed_at = chrono::Utc::now();
         let killed = Command::new("docker")
             .args(["rm", "-f", "payments-db"])
-            .status()
+            .output()
             .unwrap();
-        assert!(killed.success());
+        assert!(killed.status.success());
         std::thread::sleep(std::time::Duration::from_secs(1));
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         (writer.join().unwrap(), killed_at)
     });
     let removed = Command::new("docker")
         .args(["volume", "rm", "e2e-pitr_payments-db-data"])
-        .status()
+        .output()
         .unwrap();
-    assert!(removed.success());
+    assert!(removed.status.success());
     assert!(acked.len() > 20, "the writer ran: {}", acked.len());
 
     let started = std::time::Instant::now();
@@ -1852,7 +1856,8 @@ fn point_in_time_recovery_after_losing_the_database_and_its_volume() {
         .iter()
         .filter(|a| !present.contains(&a.reference))
         .collect();
-    let horizon = killed_at - chrono::TimeDelta::seconds(ARCHIVE_TIMEOUT_SECS + 1);
+    // The timeout, and the time the last segment takes to reach both repositories.
+    let horizon = killed_at - chrono::TimeDelta::seconds(ARCHIVE_TIMEOUT_SECS + 2);
     for a in &lost {
         assert!(
             a.at > horizon,
@@ -1912,6 +1917,70 @@ fn point_in_time_recovery_after_losing_the_database_and_its_volume() {
     );
     assert_eq!(gone.status, 404, "{}", gone.body);
     assert!(pay(&stack).is_some(), "the restored database takes writes");
+
+    // The copy off the host alone: the archive volume is lost too. A backup copies its dumps
+    // there; the archive's copy is encrypted (its index is not readable text, the archive's is).
+    let said = stack.ok(&["backup", "payments"]);
+    let copy = offsite.path().join("e2e-pitr/payments-db");
+    let dumps: Vec<PathBuf> = std::fs::read_dir(copy.join("dumps"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dumps.len(), 2, "a dump and its checksum: {dumps:?} {said}");
+    for dump in &dumps {
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dump).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{}", dump.display());
+    }
+    let index = |root: &Path| std::fs::read(root.join("backup/main/backup.info")).unwrap();
+    assert!(!String::from_utf8_lossy(&index(&copy.join("archive"))).contains("[backup:current]"));
+    let plain = Command::new("docker")
+        .args([
+            "exec",
+            "payments-db",
+            "cat",
+            "/var/lib/pgbackrest/backup/main/backup.info",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&plain.stdout).contains("[backup:current]"));
+    let last = pay(&stack).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(
+        ARCHIVE_TIMEOUT_SECS as u64 + 3,
+    ));
+    let kept = references();
+    assert!(kept.contains(&last.reference));
+    assert!(
+        Command::new("docker")
+            .args(["rm", "-f", "payments-db"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    for volume in ["e2e-pitr_payments-db-data", "e2e-pitr_payments-db-archive"] {
+        assert!(
+            Command::new("docker")
+                .args(["volume", "rm", volume])
+                .output()
+                .unwrap()
+                .status
+                .success()
+        );
+    }
+    let out = stack.run(&[
+        "restore", "payments", "--to", "latest", "--from", "copy", "--yes",
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert_eq!(references(), kept, "the copy brought back every payment");
+    assert!(
+        !stack
+            .ok(&["secrets", "show", "archive_cipher_pass"])
+            .trim()
+            .is_empty()
+    );
 
     // A moment to come, or not a moment, is refused before anything changes.
     for (to, why) in [

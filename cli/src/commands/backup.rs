@@ -139,7 +139,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
                     ctx.ui.detail(&line);
                 }
                 let started = Instant::now();
-                let b = recorded(ctx, app, take(&site, &root, app, ctx).await)?;
+                let b = recorded(ctx, app, take(&site, &config, &root, app, ctx).await)?;
                 ctx.ui.step(&format!(
                     "{}: {} ({}, {:.1}s)",
                     app.service().label(),
@@ -562,7 +562,7 @@ async fn run_once(
         for line in backup::sweep(root, app)? {
             log(&line);
         }
-        let b = recorded(ctx, app, take(&site, root, app, ctx).await)?;
+        let b = recorded(ctx, app, take(&site, config, root, app, ctx).await)?;
         parts.push(format!(
             "{} {} ({})",
             app.service().label(),
@@ -589,18 +589,31 @@ async fn run_once(
     ))
 }
 
-/// A dump of `app`'s database where it runs.
+/// A dump of `app`'s database where it runs, and its copy in `backup.copy_to`.
 async fn take(
     site: &Site,
+    config: &StackConfig,
     root: &std::path::Path,
     app: App,
     ctx: &super::Ctx,
 ) -> anyhow::Result<backup::Backup> {
     let db = site.database(app).await?;
-    backup::take(&db, root, app, Kind::Backup, &ctx.ui).await
+    let dump = backup::take(&db, root, app, Kind::Backup, &ctx.ui).await?;
+    if let Some(dir) = config.backup.copy_dir(&config.project, app.database()) {
+        archive::prepare_copy(config, app.database())?;
+        let copy = backup::copy_to(&dump, &dir.join("dumps")).with_context(|| {
+            format!(
+                "the dump {} was taken, its copy in backup.copy_to was not",
+                dump.path.display()
+            )
+        })?;
+        ctx.ui.detail(&format!("copied to {}", copy.display()));
+    }
+    Ok(dump)
 }
 
-/// A physical backup of `app`'s database into its archive, after its dump: a line to say.
+/// A physical backup of `app`'s database into its archive and its copy, after its dump: a
+/// line to say.
 async fn take_physical(site: &Site, app: App, ctx: &super::Ctx) -> anyhow::Result<String> {
     let label = app.service().label();
     let started = Instant::now();
@@ -608,19 +621,25 @@ async fn take_physical(site: &Site, app: App, ctx: &super::Ctx) -> anyhow::Resul
     let spinner = ctx
         .ui
         .spinner(&format!("{label}: physical backup into the archive"));
-    let physical = archive::backup(&db).await;
+    let taken = archive::backup(&db).await;
     spinner.finish_and_clear();
-    let physical = physical.context(
+    let taken = taken.context(
         "the physical backup into the archive failed (a stack made before archiving needs `stackctl up` once)",
     )?;
+    let said: Vec<String> = taken
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} in the {}",
+                if p.full { "full" } else { "differential" },
+                p.label,
+                p.repo.name()
+            )
+        })
+        .collect();
     Ok(format!(
-        "{label}: physical {} backup {} in the archive ({:.1}s)",
-        if physical.full {
-            "full"
-        } else {
-            "differential"
-        },
-        physical.label,
+        "{label}: physical backup {} ({:.1}s)",
+        said.join(", "),
         started.elapsed().as_secs_f64()
     ))
 }

@@ -43,6 +43,10 @@ pub struct Args {
     /// RFC 3339 time with its offset.
     #[arg(long, value_name = "TIME")]
     to: Option<String>,
+    /// With --to: the repository to restore from; `copy` is the encrypted one in
+    /// backup.copy_to, for when the archive volume is lost too.
+    #[arg(long, value_enum, default_value = "archive", requires = "to")]
+    from: archive::Repo,
     /// Do not ask for confirmation.
     #[arg(short, long)]
     yes: bool,
@@ -57,7 +61,8 @@ enum Outcome {
 
 pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     if let Some(to) = &args.to {
-        return to_moment(args.service, archive::Target::parse(to)?, args.yes, ctx).await;
+        let target = archive::Target::parse(to)?;
+        return to_moment(args.service, target, args.from, args.yes, ctx).await;
     }
     let app = args.service;
     let label = app.service().label();
@@ -192,6 +197,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
 async fn to_moment(
     app: App,
     target: archive::Target,
+    from: archive::Repo,
     yes: bool,
     ctx: &super::Ctx,
 ) -> anyhow::Result<()> {
@@ -202,11 +208,20 @@ async fn to_moment(
         bail!("--to {target}: that moment has not come yet");
     }
     let config = ctx.config()?;
+    if from == archive::Repo::Copy
+        && config
+            .backup
+            .copy_dir(&config.project, app.database())
+            .is_none()
+    {
+        bail!("--from copy: backup.copy_to is not set, so there is no copy");
+    }
     let root = ctx.base_dir().join(&config.backup.dir);
     let _lock = ctx.state.lock()?;
     if !yes
         && !super::confirm(&format!(
-            "bring the {label} database back to {target}? its instances stop meanwhile"
+            "bring the {label} database back to {target} from its {}? its instances stop meanwhile",
+            from.name()
         ))?
     {
         bail!("nothing was restored");
@@ -245,14 +260,21 @@ async fn to_moment(
         ] {
             engine.ensure_volume(&volume, project).await?;
         }
+        archive::prepare_copy(&config, app.database())?;
         ctx.ui.step(&format!(
-            "restoring the {label} database's files from its archive"
+            "restoring the {label} database's files from its {}",
+            from.name()
         ));
-        archive::recover(engine, project, &image, app, target).await?;
         let spec = stack::database_spec(&config, app, &image, &ctx.state.secrets()?);
+        archive::recover(engine, project, &spec, from, target).await?;
         engine.create_and_start(&spec.name, spec.body).await?;
         stack::wait_healthy(engine, &[spec.name], &ctx.ui).await?;
-        archive::wait_recovered(&db, app, &ctx.ui).await
+        archive::wait_recovered(&db, app, &ctx.ui).await?;
+        // A repository that was lost with its volume starts again, with a full backup.
+        if let Some(line) = archive::ensure(&db, app).await? {
+            ctx.ui.step(&line);
+        }
+        anyhow::Ok(())
     };
     let outcome = tokio::select! {
         done = recovered => done,

@@ -14,7 +14,8 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Command {
-    /// Print one secret (jwt_secret, webhook_secret, auth_db_password, payments_db_password) or all.
+    /// Print one secret (jwt_secret, webhook_secret, auth_db_password, payments_db_password,
+    /// auth_app_password, payments_app_password, archive_cipher_pass) or all.
     Show { name: Option<String> },
 }
 

@@ -56,6 +56,7 @@ pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         ] {
             engine.ensure_volume(&volume, &config.project).await?;
         }
+        archive::prepare_copy(&config, service)?;
     }
     let plan = Plan::new(&config, &images, &secrets, ctx.state.root())?;
     let edge = Edge {

@@ -16,6 +16,10 @@ as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
 mkdir -p "$PGDATA" /var/run/postgresql /var/lib/pgbackrest /tmp/pgbackrest
 chown postgres:postgres "$PGDATA" /var/run/postgresql /var/lib/pgbackrest /tmp/pgbackrest
 chmod 700 "$PGDATA"
+# The archive's copy (backup.copy_to), a host folder, when there is one.
+if [[ -n ${PGBACKREST_REPO2_PATH:-} ]]; then
+  chown postgres:postgres "$PGBACKREST_REPO2_PATH"
+fi
 
 if [[ ! -s $PGDATA/PG_VERSION ]]; then
   echo "initialising database cluster in $PGDATA"
