@@ -30,7 +30,9 @@ use super::Site;
 
 /// Back up the databases: `pg_dump` in each database container, gzipped while it streams, into
 /// `<backup.dir>/<db>/<db>_YYYYmmdd_HHMMSS.sql.gz` (UTC) with a `.sha256` beside it. A file
-/// appears only when the dump succeeded.
+/// appears only when the dump succeeded. Then a physical backup of each database into its WAL
+/// archive (differential; full once a week), what `restore --to` starts from; with
+/// `backup.copy_to`, the dump and a physical backup go to the copy too.
 #[derive(clap::Args)]
 #[command(
     args_conflicts_with_subcommands = true,
