@@ -95,8 +95,20 @@ pub struct H2Counts {
     pub errored: u64,
     pub timeout: u64,
     pub status_2xx: u64,
+    pub status_3xx: u64,
     pub status_4xx: u64,
     pub status_5xx: u64,
+}
+
+impl H2Counts {
+    /// Every finished request succeeded and every answer was a 2xx. A run's end can cut a
+    /// stream after its headers: its 2xx is counted, though the request is not finished.
+    pub fn all_served(&self) -> bool {
+        (self.failed, self.errored, self.timeout) == (0, 0, 0)
+            && self.succeeded == self.requests
+            && self.status_2xx >= self.requests
+            && self.status_3xx + self.status_4xx + self.status_5xx == 0
+    }
 }
 
 /// h2load, an HTTP/2 client, paced, in back-to-back runs of 5 s (each holds its connections
@@ -153,6 +165,7 @@ impl H2Load {
                     counts.errored += requests[5];
                     counts.timeout += requests[6];
                     counts.status_2xx += statuses[0];
+                    counts.status_3xx += statuses[1];
                     counts.status_4xx += statuses[2];
                     counts.status_5xx += statuses[3];
                 }
