@@ -242,7 +242,16 @@ async fn to_moment(
 
     let running = engine.health(&db.container).await? == Health::Healthy;
     if running {
-        let safety = backup::take(&db, &root, app, Kind::PreRestore, &ctx.ui).await?;
+        let safety = match backup::take(&db, &root, app, Kind::PreRestore, &ctx.ui).await {
+            Ok(safety) => safety,
+            // Nothing was touched yet: the instances run again before the error is told.
+            Err(e) => {
+                instances.start(&ctx.ui).await?;
+                return Err(e.context(format!(
+                    "no safety backup, so nothing was restored; the {label} database is as it was and its instances run again"
+                )));
+            }
+        };
         ctx.ui.step(&format!(
             "safety backup of the current data: {}",
             safety.path.display()
