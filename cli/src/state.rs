@@ -19,7 +19,7 @@ pub struct StateDir {
 }
 
 /// Generated once and kept: the stack's credentials.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Secrets {
     pub jwt_secret: String,
     pub webhook_secret: String,
@@ -85,6 +85,55 @@ impl Secrets {
             ("payments_app_password", &self.payments_app_password),
             ("archive_cipher_pass", &self.archive_cipher_pass),
         ]
+    }
+}
+
+impl Secrets {
+    /// Reads the `NAME=VALUE` lines `secrets show` prints (blank lines and `#` comments
+    /// aside): every secret, once each, nothing else. Errors name lines and secrets, never a
+    /// value.
+    pub fn from_listing(text: &str) -> anyhow::Result<Self> {
+        let names: Vec<&str> = Self::default().entries().iter().map(|(n, _)| *n).collect();
+        let mut values = serde_json::Map::new();
+        for (number, line) in text.lines().enumerate() {
+            let number = number + 1;
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((name, value)) = line.split_once('=') else {
+                bail!("line {number}: not NAME=VALUE");
+            };
+            let name = name.trim();
+            if !names.contains(&name) {
+                bail!(
+                    "line {number}: no secret is named {name:?}; the secrets are {}",
+                    names.join(", ")
+                );
+            }
+            if value.is_empty() || value.contains(char::is_whitespace) {
+                bail!("line {number}: {name} is empty or has blanks in it");
+            }
+            if values
+                .insert(name.to_owned(), value.to_owned().into())
+                .is_some()
+            {
+                bail!("line {number}: {name} a second time");
+            }
+        }
+        let missing: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !values.contains_key(*n))
+            .collect();
+        if !missing.is_empty() {
+            bail!("{} missing", missing.join(", "));
+        }
+        Ok(serde_json::from_value(values.into())?)
+    }
+
+    fn same_as(&self, other: &Self) -> bool {
+        self.entries() == other.entries()
     }
 }
 
@@ -245,6 +294,25 @@ impl StateDir {
         )
     }
 
+    /// Takes `secrets` (another host's, from `secrets show`) as the stack's, before it has any:
+    /// existing secrets are what its databases and clients accept, so they are never replaced.
+    /// Whether they were new (importing the same ones again changes nothing).
+    pub fn import_secrets(&self, secrets: &Secrets) -> anyhow::Result<bool> {
+        let path = self.path("secrets.json");
+        if let Some(existing) = self.existing_secrets()? {
+            if existing.same_as(secrets) {
+                return Ok(false);
+            }
+            bail!(
+                "{} holds other secrets already, which this stack's databases and clients use; import is for a new host, before its first `stackctl up` (to start this one again from the imported ones: `stackctl down --volumes`, delete that file, import, then up and restore)",
+                path.display()
+            );
+        }
+        self.ensure()?;
+        write_private(&path, serde_json::to_string_pretty(secrets)?.as_bytes())?;
+        Ok(true)
+    }
+
     /// The secrets if they were generated already.
     pub fn existing_secrets(&self) -> anyhow::Result<Option<Secrets>> {
         if self.path("secrets.json").exists() {
@@ -283,6 +351,61 @@ pub fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> anyhow::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn imported_secrets_are_every_one_once_and_never_replace_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::beside(&dir.path().join("stack.toml"));
+        let other = tempfile::tempdir().unwrap();
+        let lost = StateDir::beside(&other.path().join("stack.toml"))
+            .secrets()
+            .unwrap();
+        let listing: String = lost
+            .entries()
+            .iter()
+            .map(|(name, value)| format!("{name}={value}\n"))
+            .collect();
+        let read = Secrets::from_listing(&format!("# from the old host\n\n{listing}")).unwrap();
+        assert!(read.same_as(&lost));
+        assert!(state.import_secrets(&read).unwrap());
+        assert!(state.secrets().unwrap().same_as(&lost));
+        let mode = fs::metadata(state.path("secrets.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!state.import_secrets(&read).unwrap(), "the same again");
+
+        let mut changed = read.clone();
+        changed.jwt_secret.push('x');
+        let err = state.import_secrets(&changed).unwrap_err().to_string();
+        assert!(err.contains("holds other secrets already"), "{err}");
+        assert!(!err.contains(&changed.jwt_secret), "{err}");
+        assert!(state.secrets().unwrap().same_as(&lost), "unchanged");
+
+        let without = listing.replace(&format!("jwt_secret={}\n", lost.jwt_secret), "");
+        for (text, why) in [
+            (without.clone(), "jwt_secret missing"),
+            (
+                format!("{listing}jwt_secret=again\n"),
+                "line 8: jwt_secret a second time",
+            ),
+            (
+                format!("{listing}api_key=abc\n"),
+                "line 8: no secret is named \"api_key\"",
+            ),
+            (
+                format!("{without}jwt_secret=\n"),
+                "line 7: jwt_secret is empty",
+            ),
+            (format!("{without}jwt_secret=a b\n"), "has blanks"),
+            ("jwt_secret\n".to_owned(), "line 1: not NAME=VALUE"),
+        ] {
+            let err = Secrets::from_listing(&text).unwrap_err().to_string();
+            assert!(err.contains(why), "{why}: {err}");
+            assert!(!err.contains(&lost.webhook_secret), "{err}");
+        }
+    }
 
     #[test]
     fn secrets_are_generated_once_and_private() {
