@@ -94,21 +94,48 @@ pub struct Physical {
     pub stopped: DateTime<Utc>,
 }
 
-/// The physical backups in `repo`, oldest first.
-async fn physical_backups(at: &Located<'_>, repo: Repo) -> anyhow::Result<Vec<Physical>> {
+/// What `pgbackrest info` says of one repository.
+#[derive(Debug)]
+struct Held {
+    repo: Repo,
+    /// The system identifier of the database cluster it archives; `None` before its stanza.
+    system: Option<u64>,
+    /// Its physical backups, oldest first.
+    backups: Vec<Physical>,
+}
+
+impl Held {
+    /// The other cluster whose backups it holds, when they are not `system`'s.
+    fn other_than(&self, system: u64) -> Option<u64> {
+        self.system.filter(|held| *held != system)
+    }
+}
+
+async fn held(at: &Located<'_>, repo: Repo) -> anyhow::Result<Held> {
     let out = pgbackrest(at, &["info", "--output=json", repo.flag()]).await?;
     parse_info(&out, repo)
 }
 
-fn parse_info(json: &str, repo: Repo) -> anyhow::Result<Vec<Physical>> {
+/// The physical backups in `repo`, oldest first.
+async fn physical_backups(at: &Located<'_>, repo: Repo) -> anyhow::Result<Vec<Physical>> {
+    Ok(held(at, repo).await?.backups)
+}
+
+fn parse_info(json: &str, repo: Repo) -> anyhow::Result<Held> {
     let doc: Value = serde_json::from_str(json).context("pgbackrest info: not JSON")?;
-    let backups = doc
-        .as_array()
-        .and_then(|stanzas| stanzas.first())
-        .and_then(|stanza| stanza["backup"].as_array())
-        .cloned()
-        .unwrap_or_default();
-    backups
+    let stanza = doc.as_array().and_then(|stanzas| stanzas.first());
+    let list = |key: &str| {
+        stanza
+            .and_then(|stanza| stanza[key].as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
+    // The newest entry of the history is the cluster the repository archives now.
+    let system = list("db")
+        .iter()
+        .max_by_key(|db| db["id"].as_u64())
+        .and_then(|db| db["system-id"].as_u64());
+    let backups = list("backup")
         .iter()
         .map(|b| {
             let stop = b["timestamp"]["stop"]
@@ -124,32 +151,148 @@ fn parse_info(json: &str, repo: Repo) -> anyhow::Result<Vec<Physical>> {
                     .context("pgbackrest info: a stop time out of range")?,
             })
         })
-        .collect()
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Held {
+        repo,
+        system,
+        backups,
+    })
+}
+
+/// The identifier PostgreSQL gave the database cluster when it was made: a repository holds
+/// the backups of one cluster only.
+async fn system_id(at: &Located<'_>, app: App) -> anyhow::Result<u64> {
+    let (code, out) =
+        backup::query(at, app, "SELECT system_identifier FROM pg_control_system()").await?;
+    if code != 0 {
+        bail!(
+            "cannot read the database's system identifier: {}",
+            out.trim()
+        );
+    }
+    out.trim()
+        .parse()
+        .with_context(|| format!("a system identifier that is not a number: {out:?}"))
+}
+
+/// The running database's cluster, and what each of its repositories holds.
+struct Survey {
+    system: u64,
+    repos: Vec<Held>,
+}
+
+async fn survey(at: &Located<'_>, app: App) -> anyhow::Result<Survey> {
+    let system = system_id(at, app).await?;
+    let mut repos = Vec::new();
+    for repo in configured(at).await? {
+        repos.push(held(at, repo).await?);
+    }
+    Ok(Survey { system, repos })
 }
 
 /// Makes the repositories know the database (idempotent), and takes the first full backup in
-/// each: the archived WAL is of use only from a physical backup on. `Some(line)` when it took
-/// one.
-pub async fn ensure(at: &Located<'_>, app: App) -> anyhow::Result<Option<String>> {
+/// each: the archived WAL is of use only from a physical backup on. Says what it did, and what
+/// it left alone: a repository that holds another cluster's backups (the copy of a lost host's
+/// database, before `restore --from copy` brings it back) is never written to.
+pub async fn ensure(at: &Located<'_>, app: App) -> anyhow::Result<Vec<String>> {
     let label = app.service().label();
-    pgbackrest(at, &["stanza-create"]).await.with_context(|| {
-        format!(
-            "the {label} database's archive: does a repository belong to another database cluster?"
-        )
-    })?;
+    let Survey { system, repos } = survey(at, app).await?;
+    let (foreign, usable): (Vec<&Held>, Vec<&Held>) = repos
+        .iter()
+        .partition(|held| held.other_than(system).is_some());
+    let mut lines = Vec::new();
+    for held in &foreign {
+        lines.push(format!(
+            "the {label} database's {} holds the backups of another {label} database (system {}), left as they are and not archived to: `stackctl restore {label} --to latest --from {}` brings that one back",
+            held.repo.name(),
+            held.system.unwrap_or_default(),
+            held.repo.name()
+        ));
+    }
+    let foreign_repos: Vec<Repo> = foreign.iter().map(|held| held.repo).collect();
+    hold_back_copy(at, foreign_repos.contains(&Repo::Copy)).await?;
+    match foreign_repos.as_slice() {
+        [] => {
+            pgbackrest(at, &["stanza-create"]).await?;
+        }
+        [Repo::Copy] => {
+            // stanza-create works on every repository configured: the copy's settings are
+            // left out of its environment.
+            let (code, out) = at
+                .engine
+                .exec_as(
+                    &at.container,
+                    "postgres",
+                    &[
+                        "sh",
+                        "-c",
+                        "unset $(env | sed -n 's/^\\(PGBACKREST_REPO2_[A-Z0-9_]*\\)=.*/\\1/p'); exec pgbackrest stanza-create",
+                    ],
+                )
+                .await?;
+            if code != 0 {
+                bail!("pgbackrest stanza-create failed: {}", out.trim());
+            }
+        }
+        // The archive itself is another cluster's: nothing to archive to.
+        _ => return Ok(lines),
+    }
     let mut started = Vec::new();
-    for repo in repos(at).await? {
-        if physical_backups(at, repo).await?.is_empty() {
-            pgbackrest(at, &["backup", "--type=full", repo.flag()]).await?;
-            started.push(repo.name());
+    for held in usable {
+        if held.backups.is_empty() {
+            pgbackrest(at, &["backup", "--type=full", held.repo.flag()]).await?;
+            started.push(held.repo.name());
         }
     }
-    Ok((!started.is_empty()).then(|| {
-        format!(
+    if !started.is_empty() {
+        lines.push(format!(
             "{label} database: WAL archiving on, first full physical backup taken ({})",
             started.join(", ")
-        )
-    }))
+        ));
+    }
+    Ok(lines)
+}
+
+/// After a restore: moves the backups of another cluster out of the way of the restored one's
+/// (into `archive/main.<system>.<time>` and `backup/main.<system>.<time>` in the same
+/// repository, where nothing reads or prunes them), so that it archives to every repository.
+/// Says where each went.
+pub async fn set_aside_foreign(at: &Located<'_>, app: App) -> anyhow::Result<Vec<String>> {
+    let stamp = Utc::now().format("%Y%m%dT%H%M%S");
+    let Survey { system, repos } = survey(at, app).await?;
+    let mut lines = Vec::new();
+    for held in &repos {
+        let Some(other) = held.other_than(system) else {
+            continue;
+        };
+        let root = held.repo.path();
+        let aside = format!("main.{other}.{stamp}");
+        // Both in one go: a repository with only one of the two is one pgBackRest cannot read.
+        let (code, out) = at
+            .engine
+            .exec_as(
+                &at.container,
+                "postgres",
+                &[
+                    "sh",
+                    "-c",
+                    "for kind in archive backup; do [ ! -e \"$1/$kind/main\" ] || mv -T \"$1/$kind/main\" \"$1/$kind/$2\" || exit; done",
+                    "sh",
+                    root,
+                    &aside,
+                ],
+            )
+            .await?;
+        if code != 0 {
+            bail!("cannot move the backups in {root} aside: {}", out.trim());
+        }
+        lines.push(format!(
+            "the {}'s backups of another {} database (system {other}) are kept aside in it, as archive/{aside} and backup/{aside}",
+            held.repo.name(),
+            app.service().label(),
+        ));
+    }
+    Ok(lines)
 }
 
 /// Takes a physical backup in each repository: full when its newest full one is older than a
@@ -227,7 +370,10 @@ pub async fn archiver(at: &Located<'_>, app: App) -> anyhow::Result<doctor::Arch
     if code != 0 {
         bail!("cannot read the archiver's progress: {}", out.trim());
     }
-    Ok(parse_archiver(out.trim()))
+    Ok(doctor::Archiver {
+        copy_held_back: copy_held_back(at).await?,
+        ..parse_archiver(out.trim())
+    })
 }
 
 fn parse_archiver(row: &str) -> doctor::Archiver {
@@ -244,6 +390,7 @@ fn parse_archiver(row: &str) -> doctor::Archiver {
     doctor::Archiver {
         since,
         last_failed: failed_at.map(|at| (at, segment)),
+        copy_held_back: false,
     }
 }
 
@@ -270,6 +417,14 @@ impl Repo {
             Self::Copy => "--repo=2",
         }
     }
+
+    /// Where the database's container sees it.
+    fn path(self) -> &'static str {
+        match self {
+            Self::Archive => stack::ARCHIVE_PATH,
+            Self::Copy => stack::ARCHIVE_COPY_PATH,
+        }
+    }
 }
 
 /// Makes the folder of `service`'s copies (`backup.copy_to`), for its owner only, when there is
@@ -287,9 +442,13 @@ pub fn prepare_copy(config: &StackConfig, service: Service) -> anyhow::Result<()
         .with_context(|| format!("backup.copy_to: cannot restrict {}", dir.display()))
 }
 
+/// Where the marker of a copy held back lives (in the archive's volume, never in the data that
+/// a backup copies); the image's `pgbackrest-archive-push` reads it.
+const COPY_HELD_BACK: &str = "/var/lib/pgbackrest/copy-held-back";
+
 /// The repositories of the database in `at`: the archive, and its copy when its container
 /// has one.
-async fn repos(at: &Located<'_>) -> anyhow::Result<Vec<Repo>> {
+async fn configured(at: &Located<'_>) -> anyhow::Result<Vec<Repo>> {
     let (code, _) = at
         .engine
         .exec(&at.container, &["printenv", "PGBACKREST_REPO2_PATH"])
@@ -299,6 +458,40 @@ async fn repos(at: &Located<'_>) -> anyhow::Result<Vec<Repo>> {
     } else {
         vec![Repo::Archive]
     })
+}
+
+/// The repositories that take the database's backups: the configured ones but a copy held
+/// back because it holds another cluster's.
+async fn repos(at: &Located<'_>) -> anyhow::Result<Vec<Repo>> {
+    let held_back = copy_held_back(at).await?;
+    Ok(configured(at)
+        .await?
+        .into_iter()
+        .filter(|repo| !(held_back && *repo == Repo::Copy))
+        .collect())
+}
+
+async fn copy_held_back(at: &Located<'_>) -> anyhow::Result<bool> {
+    let (code, _) = at
+        .engine
+        .exec(&at.container, &["test", "-e", COPY_HELD_BACK])
+        .await?;
+    Ok(code == 0)
+}
+
+/// Marks the copy held back, or not: archiving leaves out a copy that holds another
+/// cluster's backups.
+async fn hold_back_copy(at: &Located<'_>, hold: bool) -> anyhow::Result<()> {
+    let cmd: &[&str] = if hold {
+        &["touch", COPY_HELD_BACK]
+    } else {
+        &["rm", "-f", COPY_HELD_BACK]
+    };
+    let (code, out) = at.engine.exec_as(&at.container, "postgres", cmd).await?;
+    if code != 0 {
+        bail!("cannot mark whether the copy is held back: {}", out.trim());
+    }
+    Ok(())
 }
 
 /// Restores the data volume of the database `spec` makes from `repo` to `target`, in a
@@ -408,12 +601,32 @@ mod tests {
     }
 
     #[test]
+    fn a_repository_holds_the_cluster_of_its_newest_history_entry() {
+        let json = r#"[{"name":"main","backup":[],"db":[
+            {"id":1,"repo-key":2,"system-id":7441000000000000001,"version":"15"},
+            {"id":2,"repo-key":2,"system-id":7441000000000000002,"version":"15"}
+        ],"status":{"code":0}}]"#;
+        let held = parse_info(json, Repo::Copy).unwrap();
+        assert_eq!(held.system, Some(7441000000000000002));
+        assert_eq!(held.other_than(7441000000000000002), None);
+        assert_eq!(
+            held.other_than(7441000000000000001),
+            Some(7441000000000000002)
+        );
+        let missing = r#"[{"name":"main","backup":[],"db":[],"status":{"code":1,"message":"missing stanza path"}}]"#;
+        let held = parse_info(missing, Repo::Copy).unwrap();
+        assert_eq!(held.system, None);
+        assert_eq!(held.other_than(1), None, "an empty repository is anyone's");
+        assert!(parse_info("ERROR", Repo::Copy).is_err());
+    }
+
+    #[test]
     fn the_repository_lists_its_backups_oldest_first() {
         let json = r#"[{"name":"main","backup":[
             {"label":"20261126-101500F","type":"full","timestamp":{"start":1795687000,"stop":1795687003}},
             {"label":"20261126-101500F_20261126-111500D","type":"diff","timestamp":{"start":1795690600,"stop":1795690602}}
         ],"status":{"code":0}}]"#;
-        let backups = parse_info(json, Repo::Archive).unwrap();
+        let backups = parse_info(json, Repo::Archive).unwrap().backups;
         assert_eq!(backups.len(), 2);
         assert!(backups[0].full && !backups[1].full);
         assert_eq!(backups[1].stopped.timestamp(), 1795690602);
@@ -423,6 +636,7 @@ mod tests {
                 Repo::Archive
             )
             .unwrap()
+            .backups
             .is_empty()
         );
     }

@@ -75,6 +75,9 @@ pub struct Archiver {
     pub since: Option<DateTime<Utc>>,
     /// The last failed attempt, and the segment it was.
     pub last_failed: Option<(DateTime<Utc>, String)>,
+    /// The copy in `backup.copy_to` holds another cluster's backups, so none of this one's
+    /// leave the host.
+    pub copy_held_back: bool,
 }
 
 /// WAL archiving that has failed this long, with no success since, is a finding.
@@ -183,6 +186,7 @@ pub fn judge(facts: &Facts, now: DateTime<Utc>, max_backup_age_hours: u32) -> Ve
         if let Some(Archiver {
             since,
             last_failed: Some((failed_at, segment)),
+            ..
         }) = &db.archiver
             && since.is_none_or(|since| since < *failed_at)
             && since.is_some_and(|since| now - since > TimeDelta::minutes(ARCHIVE_FAILING_MINUTES))
@@ -193,6 +197,14 @@ pub fn judge(facts: &Facts, now: DateTime<Utc>, max_backup_age_hours: u32) -> Ve
                     "WAL archiving has failed since {} UTC (last at {} UTC, segment {segment}): restore --to cannot reach past it; see stackctl logs {subject}-db",
                     since.map_or_else(String::new, |s| s.format("%Y-%m-%d %H:%M:%S").to_string()),
                     failed_at.format("%Y-%m-%d %H:%M:%S")
+                ),
+            );
+        }
+        if db.archiver.as_ref().is_some_and(|a| a.copy_held_back) {
+            say(
+                "copy_held_back",
+                format!(
+                    "the copy in backup.copy_to holds the backups of another {subject} database, so nothing of this one leaves the host: `stackctl restore {subject} --to latest --from copy` brings that one back (or move the copy's folder away, then stackctl up)"
                 ),
             );
         }
@@ -277,6 +289,7 @@ mod tests {
                             at("2026-11-26T11:00:00Z"),
                             "00000001000000000000000A".to_owned(),
                         )),
+                        copy_held_back: false,
                     }),
                 })
                 .collect(),
@@ -305,6 +318,7 @@ mod tests {
                             at("2026-11-26T11:59:30Z"),
                             "000000010000000000000003".to_owned(),
                         )),
+                        copy_held_back: false,
                     }),
                 },
                 DatabaseFacts {
@@ -321,6 +335,7 @@ mod tests {
                             at("2026-11-26T11:59:50Z"),
                             "000000010000000000000007".to_owned(),
                         )),
+                        copy_held_back: true,
                     }),
                 },
             ],
@@ -333,6 +348,7 @@ mod tests {
                 "backup_stale auth: the newest good backup is 34 h old, taken 2026-11-25 02:00 UTC (backup.max_age_hours = 26)",
                 "drill_failed payments: the last restore drill failed at 2026-11-26 04:00:00 UTC: payments_20261126_020000.sql.gz would not restore soundly (stackctl backup verify payments)",
                 "archive_failing payments: WAL archiving has failed since 2026-11-26 11:40:00 UTC (last at 2026-11-26 11:59:50 UTC, segment 000000010000000000000007): restore --to cannot reach past it; see stackctl logs payments-db",
+                "copy_held_back payments: the copy in backup.copy_to holds the backups of another payments database, so nothing of this one leaves the host: `stackctl restore payments --to latest --from copy` brings that one back (or move the copy's folder away, then stackctl up)",
                 "no_backup payments: no backup whose checksum verifies (stackctl backup)",
                 "certificate_expiring certificate: the edge's certificate expires in 9 days, on 2026-12-06 (stackctl up renews it, or stackctl certs --force)",
             ]

@@ -37,6 +37,7 @@ const RUST_TARGET: &str = "x86_64-unknown-linux-gnu";
 const POSTGRES_DOCKERFILE: &str = include_str!("../../templates/images/postgres/Dockerfile");
 const POSTGRES_ENTRYPOINT: &str = include_str!("../../templates/images/postgres/entrypoint.sh");
 const POSTGRES_RECOVER: &str = include_str!("../../templates/images/postgres/recover.sh");
+const POSTGRES_ARCHIVE_PUSH: &str = include_str!("../../templates/images/postgres/archive-push.sh");
 const NGINX_DOCKERFILE: &str = include_str!("../../templates/images/nginx/Dockerfile");
 const NGINX_CONF: &str = include_str!("../../nginx/nginx.conf");
 const NGINX_TLS_PARAMS: &str = include_str!("../../nginx/tls-params.conf");
@@ -118,6 +119,7 @@ pub async fn ensure_postgres(
             ("Dockerfile", POSTGRES_DOCKERFILE.as_bytes(), 0o644),
             ("entrypoint.sh", POSTGRES_ENTRYPOINT.as_bytes(), 0o755),
             ("recover.sh", POSTGRES_RECOVER.as_bytes(), 0o755),
+            ("archive-push.sh", POSTGRES_ARCHIVE_PUSH.as_bytes(), 0o755),
         ],
     )
     .await

@@ -1749,11 +1749,12 @@ fn point_in_time_recovery_after_losing_the_database_and_its_volume() {
     let _engine = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
     const ARCHIVE_TIMEOUT_SECS: i64 = 2;
     let offsite = tempfile::tempdir().unwrap();
-    let stack = Stack::new(&format!(
+    let config = format!(
         "{}[backup]\narchive_timeout_secs = {ARCHIVE_TIMEOUT_SECS}\ncopy_to = \"{}\"\n",
         loaded_config("e2e-pitr", 24),
         offsite.path().display()
-    ));
+    );
+    let stack = Stack::new(&config);
     stack.ok(&["down", "--volumes", "--yes"]);
     let up = stack.run(&["up"]);
     let said = String::from_utf8_lossy(&up.stderr);
@@ -1973,11 +1974,99 @@ fn point_in_time_recovery_after_losing_the_database_and_its_volume() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{said}");
     assert_eq!(references(), kept, "the copy brought back every payment");
+
+    // The host is lost: a new one has the configuration, the secrets kept from `secrets show`
+    // and the copy, nothing else. Its first `up` leaves the copy alone; restoring from it
+    // brings both databases back, and the old host's tokens are still good.
+    let last = pay(&stack).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(
+        ARCHIVE_TIMEOUT_SECS as u64 + 3,
+    ));
+    let kept = references();
+    assert!(kept.contains(&last.reference));
+    let listing = stack.ok(&["secrets", "show"]);
+    stack.ok(&["down", "--volumes", "--yes"]);
+    let new_host = Stack::new(&config);
+    let keep = |name: &str, text: &str| {
+        let path = new_host.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let damaged = keep("damaged.env", &listing.replace("jwt_secret=", "jwt_secre="));
+    let out = new_host.run(&["secrets", "import", &damaged]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(said.contains("no secret is named \"jwt_secre\""), "{said}");
+    assert!(!new_host.path().join(".stackctl/secrets.json").exists());
+    let kept_secrets = keep("old-host.env", &listing);
+    new_host.ok(&["secrets", "import", &kept_secrets]);
+    let up = new_host.run(&["up"]);
+    let said = String::from_utf8_lossy(&up.stderr);
+    assert!(up.status.success(), "{said}");
+    for db in ["auth", "payments"] {
+        assert!(
+            said.contains(&format!(
+                "the {db} database's copy holds the backups of another {db} database"
+            )),
+            "{said}"
+        );
+    }
+    assert!(references().is_empty(), "a new, empty database");
+    let doctor = new_host.run(&["doctor"]);
+    let said = String::from_utf8_lossy(&doctor.stdout);
+    assert!(!doctor.status.success(), "{said}");
+    for db in ["auth", "payments"] {
+        assert!(
+            said.contains(&format!(
+                "{db}: the copy in backup.copy_to holds the backups of another"
+            )),
+            "{said}"
+        );
+    }
+    let other = keep("other.env", &listing.replace("jwt_secret=", "jwt_secret=x"));
+    let out = new_host.run(&["secrets", "import", &other]);
+    assert!(!out.status.success(), "secrets in use are never replaced");
     assert!(
-        !stack
-            .ok(&["secrets", "show", "archive_cipher_pass"])
-            .trim()
-            .is_empty()
+        String::from_utf8_lossy(&out.stderr).contains("holds other secrets already"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for db in ["payments", "auth"] {
+        let out = new_host.run(&["restore", db, "--to", "latest", "--from", "copy", "--yes"]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{said}");
+        assert!(
+            said.contains(&format!(
+                "the archive's backups of another {db} database (system "
+            )),
+            "{said}"
+        );
+    }
+    assert_eq!(references(), kept, "the new host has every payment");
+    let got = new_host.https(
+        "GET",
+        &format!("/b/payments/{}", last.reference),
+        Some(&token),
+        None,
+    );
+    assert_eq!(got.status, 200, "the old host's token: {}", got.body);
+    let login = new_host.https(
+        "POST",
+        "/a/auth/login",
+        None,
+        Some(&json!({"identifier": "pitr@example.com", "password": "pitr-password"})),
+    );
+    assert_eq!(login.status, 200, "{}", login.body);
+    // Archiving goes on to both repositories of the restored clusters.
+    let out = new_host.run(&["backup", "payments"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("in the copy"), "{said}");
+    let said = String::from_utf8_lossy(&new_host.run(&["doctor"]).stdout).into_owned();
+    assert!(
+        !said.contains("the copy in backup.copy_to holds")
+            && !said.contains("WAL archiving has failed"),
+        "{said}"
     );
 
     // A moment to come, or not a moment, is refused before anything changes.
@@ -1985,7 +2074,7 @@ fn point_in_time_recovery_after_losing_the_database_and_its_volume() {
         ("2999-01-01 00:00:00", "has not come yet"),
         ("yesterday", "give `latest`"),
     ] {
-        let out = stack.run(&["restore", "payments", "--to", to, "--yes"]);
+        let out = new_host.run(&["restore", "payments", "--to", to, "--yes"]);
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(why), "{stderr}");

@@ -260,6 +260,7 @@ async fn to_moment(
         ctx.ui
             .step(&format!("no safety backup: {} does not run", db.container));
     }
+    let secrets = ctx.state.secrets()?;
     let started = Instant::now();
     let recovered = async {
         engine.remove(&db.container, STOP_GRACE).await?;
@@ -274,13 +275,22 @@ async fn to_moment(
             "restoring the {label} database's files from its {}",
             from.name()
         ));
-        let spec = stack::database_spec(&config, app, &image, &ctx.state.secrets()?);
+        let spec = stack::database_spec(&config, app, &image, &secrets);
         archive::recover(engine, project, &spec, from, target).await?;
         engine.create_and_start(&spec.name, spec.body).await?;
         stack::wait_healthy(engine, &[spec.name], &ctx.ui).await?;
         archive::wait_recovered(&db, app, &ctx.ui).await?;
-        // A repository that was lost with its volume starts again, with a full backup.
-        if let Some(line) = archive::ensure(&db, app).await? {
+        // Restored on a new host, the role's password is the lost host's: it takes this one's.
+        database::of(app)
+            .ensure_app_role(engine, &db.container, secrets.app_password(app))
+            .await?;
+        // The restored cluster archives to every repository: one that held another cluster's
+        // backups (a new host's first database) keeps them aside, one that was lost with its
+        // volume starts again, with a full backup.
+        for line in archive::set_aside_foreign(&db, app).await? {
+            ctx.ui.step(&line);
+        }
+        for line in archive::ensure(&db, app).await? {
             ctx.ui.step(&line);
         }
         anyhow::Ok(())

@@ -45,7 +45,7 @@ fi
 archiving=()
 if [[ -n ${ARCHIVE_TIMEOUT_SECS:-} ]]; then
   archiving=(-c wal_level=replica -c archive_mode=on
-    -c "archive_command=pgbackrest archive-push %p"
+    -c "archive_command=/usr/local/bin/pgbackrest-archive-push %p"
     -c "archive_timeout=${ARCHIVE_TIMEOUT_SECS}s")
 fi
 
