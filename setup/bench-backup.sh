@@ -7,10 +7,11 @@
 #   size:    the backup file beside `gzip -6` of the same dump
 #   drill:   `stackctl backup verify payments` (a throwaway database, the replay, the checks)
 #            beside the by-hand replay: what a drill adds to a restore
-#   archive: the physical backup `stackctl backup` adds; a writer commits a row every 0.1 s
-#            while the database's container is killed and its data volume deleted, then
-#            `restore payments --to latest`: its time (recovery time) and how many seconds of
-#            acknowledged commits it lost (recovery point; backup.archive_timeout_secs bounds it)
+#   archive: the physical backup `stackctl backup` adds; for each database in turn, a writer
+#            commits a row every 0.1 s while the database's container is killed and its data
+#            volume deleted, then `restore APP --to latest`: its time (recovery time) and how
+#            many seconds of acknowledged commits it lost (recovery point;
+#            backup.archive_timeout_secs bounds it)
 # Uses project "bench-backup" on ports 21080, 21443, 21432, 21433 and removes it at the end.
 #   setup/bench-backup.sh          BENCH_ROWS=200000 setup/bench-backup.sh
 set -euo pipefail
@@ -66,30 +67,44 @@ replay=$(sed -nE 's/.*replayed in ([0-9.]+)s.*/\1/p' "$work/cmd.out")
 echo "==> restore drill of the same backup" >&2
 ctl_drill=$(seconds "$ctl" backup verify payments)
 
-echo "==> point in time: a writer, the database and its volume lost, restore --to latest" >&2
-psql_pay -c "CREATE TABLE IF NOT EXISTS rpo_probe (n bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"
-acked=$work/acked
-: >"$acked"
-(
-  n=0
-  while psql_pay -c "INSERT INTO rpo_probe (n) VALUES ($((n + 1)))" >/dev/null 2>&1; do
-    n=$((n + 1))
-    echo "$n $(date +%s.%N)" >>"$acked"
-    sleep 0.1
-  done
-) &
-writer=$!
-sleep 90
-killed_at=$(date +%s.%N)
-docker rm -f payments-db >/dev/null
-wait "$writer" || true
-docker volume rm bench-backup_payments-db-data >/dev/null
-rto=$(seconds "$ctl" restore payments --to latest --yes)
-last=$(psql_pay -c "SELECT coalesce(max(n), 0) FROM rpo_probe")
-acked_n=$(tail -1 "$acked" | cut -d' ' -f1)
-lost=$((acked_n - last))
-# How long before the kill the oldest lost commit was acknowledged: the writes lost, in time.
-rpo=$(awk -v n="$((last + 1))" -v k="$killed_at" 'BEGIN { r = "0.0" } $1 == n { r = sprintf("%.1f", k - $2) } END { print r }' "$acked")
+# point_in_time APP CONTAINER SUPERUSER DATABASE: a writer commits a row every 0.1 s into the
+# database for 90 s, its container is removed with SIGKILL and its data volume deleted, then
+# `restore APP --to latest`. Sets rto (seconds), lost, acked_n and rpo (seconds before the kill
+# the oldest lost commit was acknowledged).
+point_in_time() {
+  local app=$1 container=$2 user=$3 database=$4
+  echo "==> point in time, $app: a writer, the database and its volume lost, restore --to latest" >&2
+  in_db() { docker exec -u postgres "$container" psql -U "$user" -d "$database" -v ON_ERROR_STOP=1 -qAt "$@"; }
+  in_db -c "CREATE TABLE IF NOT EXISTS rpo_probe (n bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"
+  local acked=$work/acked-$app
+  : >"$acked"
+  (
+    n=0
+    while in_db -c "INSERT INTO rpo_probe (n) VALUES ($((n + 1)))" >/dev/null 2>&1; do
+      n=$((n + 1))
+      echo "$n $(date +%s.%N)" >>"$acked"
+      sleep 0.1
+    done
+  ) &
+  local writer=$!
+  sleep 90
+  local killed_at
+  killed_at=$(date +%s.%N)
+  docker rm -f "$container" >/dev/null
+  wait "$writer" || true
+  docker volume rm "bench-backup_$container-data" >/dev/null
+  rto=$(seconds "$ctl" restore "$app" --to latest --yes)
+  local last
+  last=$(in_db -c "SELECT coalesce(max(n), 0) FROM rpo_probe")
+  acked_n=$(tail -1 "$acked" | cut -d' ' -f1)
+  lost=$((acked_n - last))
+  rpo=$(awk -v n="$((last + 1))" -v k="$killed_at" 'BEGIN { r = "0.0" } $1 == n { r = sprintf("%.1f", k - $2) } END { print r }' "$acked")
+}
+point_in_time payments payments-db payments payments
+pay_rto=$rto pay_lost=$lost pay_acked=$acked_n pay_rpo=$rpo
+auth_users=$(docker exec -u postgres auth-db psql -U auth -d nest -qAt -c "SELECT count(*) FROM users")
+auth_mb=$(docker exec -u postgres auth-db psql -U auth -d nest -qAt -c "SELECT round(pg_database_size('nest') / 1e6, 1)")
+point_in_time auth auth-db auth nest
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 mbps() { awk -v m="$dump_mb" -v s="$1" 'BEGIN { printf "%.1f", m / s }'; }
@@ -104,5 +119,7 @@ echo "| restore: replay in one transaction, s | $replay | $ref_restore (gunzip \
 echo "| restore: whole command, s (checks, safety backup, instances stopped and started) | $ctl_restore | | | |"
 echo "| restore drill (\`backup verify\`: throwaway database, replay, migrations, every table read, amcheck), s | $ctl_drill | $ref_restore (the replay alone) | $(ratio "$ctl_drill" "$ref_restore") | |"
 echo "| physical backup into the archive (\`stackctl backup\` after its dump), s | $physical | | | |"
-echo "| restore --to latest after the data volume is lost (recovery time), s | $rto | $ref_restore (replaying the dump by hand) | $(ratio "$rto" "$ref_restore") | |"
-echo "| commits lost by it (recovery point): acknowledged commits, and seconds before the kill | $lost of $acked_n, the oldest of them acknowledged $rpo s before the kill | | | <= backup.archive_timeout_secs (60) |"
+echo "| payments: restore --to latest after the data volume is lost (recovery time), s | $pay_rto | $ref_restore (replaying the dump by hand) | $(ratio "$pay_rto" "$ref_restore") | |"
+echo "| payments: commits lost by it (recovery point): acknowledged commits, and seconds before the kill | $pay_lost of $pay_acked, the oldest of them acknowledged $pay_rpo s before the kill | | | <= backup.archive_timeout_secs (60) |"
+echo "| auth ($auth_users users, $auth_mb MB): restore --to latest after the data volume is lost (recovery time), s | $rto | | | |"
+echo "| auth: commits lost by it (recovery point) | $lost of $acked_n, the oldest of them acknowledged $rpo s before the kill | | | <= backup.archive_timeout_secs (60) |"
