@@ -106,10 +106,20 @@ fn file_name(app: App, kind: Kind, taken: NaiveDateTime) -> String {
     )
 }
 
+/// The folder of the service's backups under `root`.
+pub fn folder(root: &Path, app: App) -> PathBuf {
+    root.join(app.service().label())
+}
+
 /// The service's backups under `root`, oldest first. Files of other names are not ours.
 pub fn list(root: &Path, app: App) -> anyhow::Result<Vec<Backup>> {
-    let dir = root.join(app.service().label());
-    let entries = match fs::read_dir(&dir) {
+    list_in(&folder(root, app), app)
+}
+
+/// The service's backups in `dir` (its folder under the backup root, or its copy's), oldest
+/// first.
+fn list_in(dir: &Path, app: App) -> anyhow::Result<Vec<Backup>> {
+    let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
@@ -228,16 +238,17 @@ pub fn judge(backups: Vec<Backup>, retention: Retention, now: NaiveDateTime) -> 
         .collect()
 }
 
-/// Deletes the backups `retention` does not keep, never a file this tool did not name.
-/// Returns what it deleted (or would, `dry_run`).
+/// Deletes the backups `retention` does not keep in the service's folder `dir` (under the
+/// backup root, or the copy's), never a file this tool did not name. Returns what it deleted
+/// (or would, `dry_run`).
 pub fn prune(
-    root: &Path,
+    dir: &Path,
     app: App,
     retention: Retention,
     now: NaiveDateTime,
     dry_run: bool,
 ) -> anyhow::Result<Vec<Backup>> {
-    let old: Vec<Backup> = judge(list(root, app)?, retention, now)
+    let old: Vec<Backup> = judge(list_in(dir, app)?, retention, now)
         .into_iter()
         .filter(|v| v.keep.is_none())
         .map(|v| v.backup)
@@ -406,13 +417,12 @@ pub async fn take(
     })
 }
 
-/// Finishes or removes what a killed backup left in the service's folder: a backup whose
+/// Finishes or removes what a killed backup or copy left in the service's folder `dir`: a backup whose
 /// checksum was not renamed yet gets it (when it matches), partial files go, and so do
 /// checksums without their backup. Only names this tool writes are touched. Call it under the
 /// stack's lock, so no backup is under way. Returns one line per file it changed.
-pub fn sweep(root: &Path, app: App) -> anyhow::Result<Vec<String>> {
-    let dir = root.join(app.service().label());
-    let names: Vec<String> = match fs::read_dir(&dir) {
+pub fn sweep(dir: &Path, app: App) -> anyhow::Result<Vec<String>> {
+    let names: Vec<String> = match fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
             .collect(),
@@ -466,7 +476,7 @@ pub fn sweep(root: &Path, app: App) -> anyhow::Result<Vec<String>> {
         }
     }
     if !done.is_empty() {
-        sync_dir(&dir)?;
+        sync_dir(dir)?;
     }
     Ok(done)
 }
@@ -967,14 +977,28 @@ mod tests {
         fs::write(&foreign, b"mine").unwrap();
         let other_app = touch(root.path(), App::Payments, at(30, now));
 
-        let would = prune(root.path(), App::Auth, DAYS_ONLY, now, true).unwrap();
+        let would = prune(
+            &folder(root.path(), App::Auth),
+            App::Auth,
+            DAYS_ONLY,
+            now,
+            true,
+        )
+        .unwrap();
         assert_eq!(would.len(), 3, "8, 9 and 10 days old");
         assert!(
             paths.iter().all(|p| p.exists()),
             "a dry run deletes nothing"
         );
 
-        let gone = prune(root.path(), App::Auth, DAYS_ONLY, now, false).unwrap();
+        let gone = prune(
+            &folder(root.path(), App::Auth),
+            App::Auth,
+            DAYS_ONLY,
+            now,
+            false,
+        )
+        .unwrap();
         assert_eq!(gone.len(), 3);
         for (days, path) in paths.iter().enumerate() {
             assert_eq!(path.exists(), days <= 7, "{days} days old");
@@ -993,7 +1017,14 @@ mod tests {
         let now = Utc::now().naive_utc();
         let old = touch(root.path(), App::Payments, at(20, now));
         let newest = touch(root.path(), App::Payments, at(9, now));
-        prune(root.path(), App::Payments, DAYS_ONLY, now, false).unwrap();
+        prune(
+            &folder(root.path(), App::Payments),
+            App::Payments,
+            DAYS_ONLY,
+            now,
+            false,
+        )
+        .unwrap();
         assert!(!old.exists());
         assert!(newest.exists());
     }
@@ -1010,7 +1041,14 @@ mod tests {
             newest.path, backup,
             "the newer safety copies are not latest"
         );
-        let gone = prune(root.path(), App::Auth, DAYS_ONLY, now, false).unwrap();
+        let gone = prune(
+            &folder(root.path(), App::Auth),
+            App::Auth,
+            DAYS_ONLY,
+            now,
+            false,
+        )
+        .unwrap();
         let gone: Vec<PathBuf> = gone.into_iter().map(|b| b.path).collect();
         assert_eq!(gone, [old_safety]);
         assert!(backup.exists() && safety.exists());
@@ -1084,7 +1122,7 @@ mod tests {
             fs::write(dir.join(foreign), "keep").unwrap();
         }
 
-        let lines = sweep(root.path(), App::Payments).unwrap();
+        let lines = sweep(&folder(root.path(), App::Payments), App::Payments).unwrap();
         assert_eq!(lines.len(), 6, "{lines:#?}");
         let mut left: Vec<String> = fs::read_dir(&dir)
             .unwrap()
@@ -1106,7 +1144,11 @@ mod tests {
             checksum(&dir.join("payments_20261125_030000.sql.gz")).unwrap(),
             Checksum::Verified
         );
-        assert!(sweep(root.path(), App::Payments).unwrap().is_empty());
+        assert!(
+            sweep(&folder(root.path(), App::Payments), App::Payments)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     fn gzipped(text: &[u8]) -> Vec<u8> {

@@ -2062,6 +2062,25 @@ fn point_in_time_recovery_after_losing_the_database_and_its_volume() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("in the copy"), "{said}");
+    // Retention and the sweep of a killed copy apply to the copy's dumps too.
+    let dumps = copy.join("dumps");
+    let old = dumps.join("payments_20200101_000000.sql.gz");
+    with_checksum(&old, b"an old dump");
+    let stray = dumps.join("payments_20261126_000000.sql.gz.partial");
+    std::fs::write(&stray, b"cut short").unwrap();
+    let kept_dumps = backup_files(&dumps);
+    let out = new_host.run(&["backup", "prune"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("deleted {}", old.display())),
+        "{said}"
+    );
+    assert!(!old.exists() && !stray.exists(), "{said}");
+    let mut expected = kept_dumps;
+    expected.remove(&old);
+    expected.remove(&stray);
+    assert_eq!(backup_files(&dumps), expected, "the rest is kept: {said}");
     let said = String::from_utf8_lossy(&new_host.run(&["doctor"]).stdout).into_owned();
     assert!(
         !said.contains("the copy in backup.copy_to holds")

@@ -1,7 +1,7 @@
 //! `stackctl backup`: dumps of the databases, their list, retention and schedule.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -137,8 +137,10 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| failed(ctx, &args.target.apps(), e))?;
             for app in args.target.apps() {
-                for line in backup::sweep(&root, app)? {
-                    ctx.ui.detail(&line);
+                for dir in dump_folders(&config, &root, app) {
+                    for line in backup::sweep(&dir, app)? {
+                        ctx.ui.detail(&line);
+                    }
                 }
                 let started = Instant::now();
                 let b = recorded(ctx, app, take(&site, &config, &root, app, ctx).await)?;
@@ -176,14 +178,16 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
             let now = Utc::now().naive_utc();
             let _lock = ctx.state.lock()?;
             for app in App::ALL {
-                if !dry_run {
-                    for line in backup::sweep(&root, app)? {
-                        ctx.ui.detail(&line);
+                for dir in dump_folders(&config, &root, app) {
+                    if !dry_run {
+                        for line in backup::sweep(&dir, app)? {
+                            ctx.ui.detail(&line);
+                        }
                     }
-                }
-                for b in backup::prune(&root, app, keep, now, dry_run)? {
-                    let verb = if dry_run { "would delete" } else { "deleted" };
-                    ctx.ui.step(&format!("{verb} {}", b.path.display()));
+                    for b in backup::prune(&dir, app, keep, now, dry_run)? {
+                        let verb = if dry_run { "would delete" } else { "deleted" };
+                        ctx.ui.step(&format!("{verb} {}", b.path.display()));
+                    }
                 }
             }
             Ok(())
@@ -561,8 +565,10 @@ async fn run_once(
         .map_err(|e| failed(ctx, &App::ALL, e))?;
     let mut parts = Vec::new();
     for app in App::ALL {
-        for line in backup::sweep(root, app)? {
-            log(&line);
+        for dir in dump_folders(config, root, app) {
+            for line in backup::sweep(&dir, app)? {
+                log(&line);
+            }
         }
         let b = recorded(ctx, app, take(&site, config, root, app, ctx).await)?;
         parts.push(format!(
@@ -575,20 +581,38 @@ async fn run_once(
     }
     let mut pruned = 0;
     for app in App::ALL {
-        pruned += backup::prune(
-            root,
-            app,
-            config.backup.retention(),
-            Utc::now().naive_utc(),
-            false,
-        )?
-        .len();
+        for dir in dump_folders(config, root, app) {
+            pruned += backup::prune(
+                &dir,
+                app,
+                config.backup.retention(),
+                Utc::now().naive_utc(),
+                false,
+            )?
+            .len();
+        }
     }
     Ok(format!(
         "backup run done in {:.1}s: {}; pruned {pruned}",
         started.elapsed().as_secs_f64(),
         parts.join(", ")
     ))
+}
+
+/// The folder of `app`'s dumps in `backup.copy_to`, when there is a copy.
+fn copy_dumps(config: &StackConfig, app: App) -> Option<PathBuf> {
+    config
+        .backup
+        .copy_dir(&config.project, app.database())
+        .map(|dir| dir.join("dumps"))
+}
+
+/// The folders of `app`'s dumps: under the backup root, and in the copy. Retention and the
+/// sweep of what a killed run left apply to both alike.
+fn dump_folders(config: &StackConfig, root: &Path, app: App) -> Vec<PathBuf> {
+    let mut folders = vec![backup::folder(root, app)];
+    folders.extend(copy_dumps(config, app));
+    folders
 }
 
 /// A dump of `app`'s database where it runs, and its copy in `backup.copy_to`.
@@ -601,9 +625,9 @@ async fn take(
 ) -> anyhow::Result<backup::Backup> {
     let db = site.database(app).await?;
     let dump = backup::take(&db, root, app, Kind::Backup, &ctx.ui).await?;
-    if let Some(dir) = config.backup.copy_dir(&config.project, app.database()) {
+    if let Some(dir) = copy_dumps(config, app) {
         archive::prepare_copy(config, app.database())?;
-        let copy = backup::copy_to(&dump, &dir.join("dumps")).with_context(|| {
+        let copy = backup::copy_to(&dump, &dir).with_context(|| {
             format!(
                 "the dump {} was taken, its copy in backup.copy_to was not",
                 dump.path.display()
