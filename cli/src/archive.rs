@@ -494,26 +494,28 @@ async fn hold_back_copy(at: &Located<'_>, hold: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Restores the data volume of the database `spec` makes from `repo` to `target`, in a
-/// container of its own with the same volumes and settings; the database's container must be
-/// stopped or gone. The database replays the WAL when it starts next ([`wait_recovered`]).
+/// Restores the data volume of the database whose container `database` describes (named
+/// `name`) from `repo` to `target`, in a container of its own with the same image, volumes and
+/// settings, on the engine that holds the volumes; the database must be stopped or gone. It
+/// replays the WAL when it starts next ([`wait_recovered`]).
 pub async fn recover(
     engine: &Engine,
     project: &str,
-    spec: &stack::Spec,
+    name: &str,
+    database: &ContainerCreateBody,
     repo: Repo,
     target: Target,
 ) -> anyhow::Result<()> {
-    let name = format!("{project}_recover-{}", spec.name);
+    let name = format!("{project}_recover-{name}");
     let mut cmd = vec![
         "/usr/local/bin/postgres-recover".to_owned(),
         repo.flag().to_owned(),
     ];
     cmd.extend(target.recover_args());
-    let database = spec.body.host_config.clone().unwrap_or_default();
+    let host = database.host_config.clone().unwrap_or_default();
     let body = ContainerCreateBody {
-        image: spec.body.image.clone(),
-        env: spec.body.env.clone(),
+        image: database.image.clone(),
+        env: database.env.clone(),
         entrypoint: Some(cmd),
         labels: Some(std::collections::HashMap::from([(
             crate::docker::LABEL_PROJECT.to_owned(),
@@ -521,11 +523,11 @@ pub async fn recover(
         )])),
         network_disabled: Some(true),
         host_config: Some(HostConfig {
-            binds: database.binds,
-            cap_drop: database.cap_drop,
-            cap_add: database.cap_add,
-            security_opt: database.security_opt,
-            tmpfs: database.tmpfs,
+            binds: host.binds,
+            cap_drop: host.cap_drop,
+            cap_add: host.cap_add,
+            security_opt: host.security_opt,
+            tmpfs: host.tmpfs,
             readonly_rootfs: Some(true),
             ..Default::default()
         }),

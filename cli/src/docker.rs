@@ -10,9 +10,10 @@ use bollard::{
     errors::Error as DockerError,
     exec::{CreateExecOptions, StartExecOptions, StartExecResults},
     models::{
-        ContainerCreateBody, ContainerInspectResponse, ContainerSummary, HealthStatusEnum,
-        JoinTokens, NetworkCreateRequest, Node, NodeSpec, SecretSpec, Service as SwarmService,
-        ServiceSpec, SwarmInfo, SwarmInitRequest, SwarmJoinRequest, Task, VolumeCreateRequest,
+        ContainerCreateBody, ContainerInspectResponse, ContainerSummary, HealthConfig,
+        HealthStatusEnum, JoinTokens, NetworkCreateRequest, Node, NodeSpec, SecretSpec,
+        Service as SwarmService, ServiceSpec, SwarmInfo, SwarmInitRequest, SwarmJoinRequest, Task,
+        VolumeCreateRequest,
     },
     query_parameters::{
         BuildImageOptions, CreateContainerOptions, CreateImageOptions, ImportImageOptions,
@@ -30,6 +31,10 @@ pub const LABEL_PROJECT: &str = "stackctl.project";
 pub const LABEL_SERVICE: &str = "stackctl.service";
 pub const LABEL_INSTANCE: &str = "stackctl.instance";
 pub const LABEL_CONFIG_HASH: &str = "stackctl.config-hash";
+/// A swarm service's health check, as JSON: the engine returns a service's health check under a
+/// key bollard does not read (`Healthcheck`, not `HealthCheck`), so a spec read, changed and
+/// sent back would lose it, and with it every wait for a new task to be healthy.
+pub const LABEL_HEALTH_CHECK: &str = "stackctl.health-check";
 /// Swarm's control plane port (managers listen on it, every node reaches them there).
 pub const SWARM_PORT: u16 = 2377;
 /// How long a node's engine has to answer before it counts as unreachable.
@@ -73,6 +78,26 @@ pub enum Health {
     Unhealthy,
     /// Not running at all (exited, dead, created).
     Down,
+}
+
+/// Puts back the health check of a service's spec read from the engine, from its label.
+pub fn restore_health_check(spec: &mut ServiceSpec) {
+    let Some(saved) = spec
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(LABEL_HEALTH_CHECK))
+        .and_then(|json| serde_json::from_str::<HealthConfig>(json).ok())
+    else {
+        return;
+    };
+    if let Some(container) = spec
+        .task_template
+        .as_mut()
+        .and_then(|t| t.container_spec.as_mut())
+        && container.health_check.is_none()
+    {
+        container.health_check = Some(saved);
+    }
 }
 
 impl Engine {
@@ -388,7 +413,8 @@ impl Engine {
 
     /// The stack's swarm services.
     pub async fn services(&self, project: &str) -> anyhow::Result<Vec<SwarmService>> {
-        self.docker
+        let mut services = self
+            .docker
             .list_services(Some(ListServicesOptions {
                 filters: Some(HashMap::from([(
                     "label".to_owned(),
@@ -397,7 +423,13 @@ impl Engine {
                 status: Some(true),
             }))
             .await
-            .context("list the stack's services")
+            .context("list the stack's services")?;
+        for service in &mut services {
+            if let Some(spec) = service.spec.as_mut() {
+                restore_health_check(spec);
+            }
+        }
+        Ok(services)
     }
 
     /// Creates the service, or replaces its spec with `spec` (a rolling update as its update

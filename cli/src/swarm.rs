@@ -29,7 +29,9 @@ use crate::{
     cluster::{Cluster, NodeLabel},
     config::StackConfig,
     database,
-    docker::{Engine, LABEL_CONFIG_HASH, LABEL_PROJECT, LABEL_SERVICE, Located},
+    docker::{
+        Engine, LABEL_CONFIG_HASH, LABEL_HEALTH_CHECK, LABEL_PROJECT, LABEL_SERVICE, Located,
+    },
     images::ImageSet,
     stack::{self, AUTH_ALIAS, App, HEALTH_TIMEOUT, NETWORK, PROXY, STOP_GRACE, Service},
     state::Secrets,
@@ -682,6 +684,13 @@ fn service_spec(config: &StackConfig, shape: Shape) -> ServiceSpec {
     ]);
     let mut container_labels = shape.container.labels.clone().unwrap_or_default();
     container_labels.extend(labels.clone());
+    let mut labels = labels;
+    if let Some(health) = &shape.container.health_check {
+        labels.insert(
+            LABEL_HEALTH_CHECK.to_owned(),
+            serde_json::to_string(health).unwrap_or_default(),
+        );
+    }
     let (update_order, rollback_order) = if shape.start_first {
         (
             ServiceSpecUpdateConfigOrderEnum::START_FIRST,
@@ -837,6 +846,80 @@ fn strings(items: &[&str]) -> Option<Vec<String>> {
     Some(items.iter().map(|s| (*s).to_owned()).collect())
 }
 
+/// The label of the node that holds `app`'s database and its volumes.
+fn database_label(app: App) -> NodeLabel {
+    match app {
+        App::Auth => NodeLabel::AuthDb,
+        App::Payments => NodeLabel::PaymentsDb,
+    }
+}
+
+/// The engine of the node that holds `app`'s database and its volumes, whether its task runs
+/// or not.
+pub fn database_engine<'a>(
+    nodes: &'a Nodes,
+    cluster: &Cluster,
+    app: App,
+) -> anyhow::Result<&'a Engine> {
+    let label = database_label(app);
+    let index = cluster
+        .nodes
+        .iter()
+        .position(|node| node.labels.contains(&label))
+        .with_context(|| format!("no node of [cluster] is labelled {}", label.name()))?;
+    nodes
+        .reachable()
+        .find(|(i, _)| *i == index)
+        .map(|(_, engine)| engine)
+        .with_context(|| {
+            format!(
+                "node {} holds the {} database, and its engine does not answer (stackctl cluster status)",
+                index + 1,
+                app.service().label()
+            )
+        })
+}
+
+/// What a task of `app`'s database runs, as a one-off container on its node takes it: image,
+/// settings, volumes, tmpfs and capabilities (not its secrets: the data is all it touches).
+pub async fn database_container(
+    manager: &Engine,
+    project: &str,
+    app: App,
+) -> anyhow::Result<ContainerCreateBody> {
+    let name = service_name(app.database());
+    let service = find(manager, project, app.database())
+        .await?
+        .with_context(|| {
+            format!("service {name} does not run; start the stack with `stackctl up`")
+        })?;
+    let spec = service
+        .spec
+        .and_then(|s| s.task_template)
+        .and_then(|t| t.container_spec)
+        .with_context(|| format!("service {name} has no container in its spec"))?;
+    let mounts = spec.mounts.unwrap_or_default();
+    let of_type = |typ: MountType| mounts.iter().filter(move |m| m.typ == Some(typ));
+    let binds = of_type(MountType::VOLUME)
+        .filter_map(|m| Some(format!("{}:{}", m.source.as_ref()?, m.target.as_ref()?)))
+        .collect();
+    let tmpfs = of_type(MountType::TMPFS)
+        .filter_map(|m| Some((m.target.clone()?, String::new())))
+        .collect();
+    Ok(ContainerCreateBody {
+        image: spec.image,
+        env: spec.env,
+        host_config: Some(HostConfig {
+            binds: Some(binds),
+            tmpfs: Some(tmpfs),
+            cap_drop: spec.capability_drop,
+            cap_add: spec.capability_add,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
 fn database_spec(
     config: &StackConfig,
     app: App,
@@ -845,10 +928,7 @@ fn database_spec(
 ) -> anyhow::Result<ServiceSpec> {
     let db = database::of(app);
     let service = app.database();
-    let label = match app {
-        App::Auth => NodeLabel::AuthDb,
-        App::Payments => NodeLabel::PaymentsDb,
-    };
+    let label = database_label(app);
     let image = images.of(service);
     let volume = |source: String, target: &str| Mount {
         target: Some(target.to_owned()),
@@ -1208,7 +1288,7 @@ pub async fn change(
     ui: &Ui,
 ) -> anyhow::Result<bool> {
     let name = service_name(app.service());
-    let Some(service) = find(manager, project, app).await? else {
+    let Some(service) = find(manager, project, app.service()).await? else {
         return Ok(false);
     };
     let mut spec = service.spec.clone().unwrap_or_default();
@@ -1250,8 +1330,12 @@ pub async fn change(
 }
 
 /// The stack's swarm service of `app`, when it runs.
-async fn find(manager: &Engine, project: &str, app: App) -> anyhow::Result<Option<SwarmService>> {
-    let name = service_name(app.service());
+async fn find(
+    manager: &Engine,
+    project: &str,
+    service: Service,
+) -> anyhow::Result<Option<SwarmService>> {
+    let name = service_name(service);
     Ok(manager
         .services(project)
         .await?
@@ -1261,7 +1345,7 @@ async fn find(manager: &Engine, project: &str, app: App) -> anyhow::Result<Optio
 
 /// How many tasks the service of `app` runs; `None` when it does not run.
 pub async fn instances(manager: &Engine, project: &str, app: App) -> anyhow::Result<Option<u32>> {
-    Ok(find(manager, project, app)
+    Ok(find(manager, project, app.service())
         .await?
         .and_then(|s| replicas(s.spec.as_ref()?))
         .and_then(|n| u32::try_from(n).ok()))
@@ -1276,8 +1360,19 @@ pub async fn scale_to(
     n: u32,
     ui: &Ui,
 ) -> anyhow::Result<()> {
-    let name = service_name(app.service());
-    let service = find(manager, project, app).await?.with_context(|| {
+    scale_service(manager, project, app.service(), n, ui).await
+}
+
+/// [`scale_to`] for any of the stack's services: a database's, say (0 or 1 task).
+pub async fn scale_service(
+    manager: &Engine,
+    project: &str,
+    service: Service,
+    n: u32,
+    ui: &Ui,
+) -> anyhow::Result<()> {
+    let name = service_name(service);
+    let service = find(manager, project, service).await?.with_context(|| {
         format!("service {name} does not run; start the stack with `stackctl up`")
     })?;
     let mut spec = service.spec.clone().unwrap_or_default();
@@ -1569,6 +1664,23 @@ mod tests {
             lines,
             ["auth tasks.app_a:3000", "payments tasks.app_b:4000"]
         );
+    }
+
+    #[test]
+    fn a_spec_read_back_from_the_engine_keeps_its_health_check() {
+        let plan = plan(&StackConfig::default());
+        for spec in plan.databases.iter().chain(&plan.apps).chain([&plan.edge]) {
+            let sent = container(spec).health_check.clone();
+            assert!(sent.is_some(), "{:?}", spec.name);
+            // The engine names the key as its Go field, which bollard does not read.
+            let json = serde_json::to_string(spec)
+                .unwrap()
+                .replace("\"HealthCheck\"", "\"Healthcheck\"");
+            let mut read: ServiceSpec = serde_json::from_str(&json).unwrap();
+            assert_eq!(container(&read).health_check, None, "{:?}", spec.name);
+            crate::docker::restore_health_check(&mut read);
+            assert_eq!(container(&read).health_check, sent, "{:?}", spec.name);
+        }
     }
 
     #[test]

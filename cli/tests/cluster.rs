@@ -95,6 +95,26 @@ impl Nodes {
             .unwrap()
     }
 
+    /// Runs stackctl and kills it (SIGKILL) `after` it said a line holding `at`; what it said
+    /// until then.
+    fn killed_at(&self, args: &[&str], at: &str, after: Duration) -> String {
+        let mut child = self.spawn(args);
+        let progress = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        for line in std::io::BufRead::lines(progress) {
+            let line = line.unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains(at) {
+                break;
+            }
+        }
+        std::thread::sleep(after);
+        support::signal(&child, "-KILL");
+        child.wait().unwrap();
+        seen
+    }
+
     /// stackctl's standard error (its progress), after it succeeded.
     fn ok(&self, args: &[&str]) -> (String, String) {
         let out = self.stackctl(args);
@@ -751,6 +771,10 @@ fn the_stack_runs_on_the_swarm_and_leaves_nothing_behind() {
         .as_str()
         .unwrap()
         .to_owned();
+    // A moment between that payment and the restore, with no write around it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before_restore = chrono::Utc::now();
+    std::thread::sleep(Duration::from_millis(1500));
     let (_, said) = nodes.ok(&["restore", "payments", "latest", "--yes"]);
     assert!(said.contains("restored the payments database"), "{said}");
     let gone = nodes.https("GET", &format!("/b/payments/{later}"), Some(&token), None);
@@ -764,23 +788,40 @@ fn the_stack_runs_on_the_swarm_and_leaves_nothing_behind() {
     let (logs, _) = nodes.ok(&["logs", "payments", "--tail", "3"]);
     assert!(logs.contains("app_b.1 on node "), "{logs}");
 
+    // That restore undone from the archive: the database as it was before it, on its node.
+    // A backup first: its physical part waits until the WAL of the restore is archived.
+    // Killed (SIGKILL) while it restores the files, with the database's service and the
+    // instances scaled to none, the same command again finishes it.
+    nodes.ok(&["backup"]);
+    let moment = before_restore.to_rfc3339();
+    let to_moment = ["restore", "payments", "--to", moment.as_str(), "--yes"];
+    let seen = nodes.killed_at(
+        &to_moment,
+        "restoring the payments database's files from its archive",
+        Duration::from_millis(300),
+    );
+    assert!(seen.contains("safety backup of the current data"), "{seen}");
+    let (_, said) = nodes.ok(&to_moment);
+    assert!(said.contains("no safety backup"), "{said}");
+    assert!(said.contains("the payments database is back at"), "{said}");
+    let back = nodes.https("GET", &format!("/b/payments/{later}"), Some(&token), None);
+    assert_eq!(
+        back.status, 200,
+        "the payment the restore removed: {}",
+        back.body
+    );
+    let kept = nodes.payment(&reference, &token);
+    assert_eq!(kept.status, 200, "{}", kept.body);
+
     // A restore killed (SIGKILL: nothing of it runs on) once it scaled payments to no task:
     // the database holds one whole dump or the other, and the next `up` brings the instances
     // back.
-    let mut restore = nodes.spawn(&["restore", "payments", "latest", "--yes"]);
-    let progress = std::io::BufReader::new(restore.stderr.take().unwrap());
-    let mut seen = String::new();
-    for line in std::io::BufRead::lines(progress) {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains("safety backup of the current data") {
-            break;
-        }
-    }
+    let seen = nodes.killed_at(
+        &["restore", "payments", "latest", "--yes"],
+        "safety backup of the current data",
+        Duration::ZERO,
+    );
     assert!(seen.contains("stopping the 2 tasks of app_b"), "{seen}");
-    support::signal(&restore, "-KILL");
-    restore.wait().unwrap();
     assert_eq!(
         nodes.https("GET", "/b/health", None, None).status,
         503,

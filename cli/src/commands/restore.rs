@@ -107,11 +107,20 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
 
     let site = Site::connect(ctx, &config).await?;
     let db = site.database(app).await?;
-    if db.engine.health(&db.container).await? != Health::Healthy {
-        bail!(
+    match db.engine.health(&db.container).await? {
+        Health::Healthy => {}
+        // Restarted a moment ago (a restore --to just now, say): it is waited for.
+        Health::Starting => {
+            ctx.ui.step(&format!(
+                "{} is starting: waiting for it",
+                database::of(app).container
+            ));
+            stack::wait_healthy(db.engine, std::slice::from_ref(&db.container), &ctx.ui).await?;
+        }
+        Health::Unhealthy | Health::Down => bail!(
             "{} is not running and healthy; start the stack with `stackctl up`",
             database::of(app).container
-        );
+        ),
     }
     // A restore killed a moment ago may still be rolling back.
     backup::settle(&db, app, None).await?;
@@ -227,22 +236,18 @@ async fn to_moment(
         bail!("nothing was restored");
     }
     let site = Site::connect(ctx, &config).await?;
-    let Site::Local(engine) = &site else {
-        bail!(
-            "restore --to runs on one host so far; on a cluster restore a backup file (stackctl backup list)"
-        );
-    };
-    let db = Located::local(engine, database::of(app).container);
     let project = &config.project;
-    let image = images::ensure_postgres(engine, &config, &ctx.ui).await?;
     // Stopped ones too: a restore --to killed earlier left them stopped, and this one, run
     // again to finish it, starts them.
     let mut instances = Instances::of(&site, ctx, project, app, true).await?;
     instances.stop(&ctx.ui).await?;
 
-    let running = engine.health(&db.container).await? == Health::Healthy;
-    if running {
-        let safety = match backup::take(&db, &root, app, Kind::PreRestore, &ctx.ui).await {
+    let running = match site.database(app).await {
+        Ok(db) => (db.engine.health(&db.container).await? == Health::Healthy).then_some(db),
+        Err(_) => None,
+    };
+    if let Some(db) = &running {
+        let safety = match backup::take(db, &root, app, Kind::PreRestore, &ctx.ui).await {
             Ok(safety) => safety,
             // Nothing was touched yet: the instances run again before the error is told.
             Err(e) => {
@@ -257,32 +262,26 @@ async fn to_moment(
             safety.path.display()
         ));
     } else {
-        ctx.ui
-            .step(&format!("no safety backup: {} does not run", db.container));
+        ctx.ui.step(&format!(
+            "no safety backup: the {label} database does not run"
+        ));
     }
     let secrets = ctx.state.secrets()?;
+    let moment = Moment { app, target, from };
     let started = Instant::now();
     let recovered = async {
-        engine.remove(&db.container, STOP_GRACE).await?;
-        for volume in [
-            stack::volume_name(project, app.database()),
-            stack::archive_volume_name(project, app.database()),
-        ] {
-            engine.ensure_volume(&volume, project).await?;
-        }
-        archive::prepare_copy(&config, app.database())?;
-        ctx.ui.step(&format!(
-            "restoring the {label} database's files from its {}",
-            from.name()
-        ));
-        let spec = stack::database_spec(&config, app, &image, &secrets);
-        archive::recover(engine, project, &spec, from, target).await?;
-        engine.create_and_start(&spec.name, spec.body).await?;
-        stack::wait_healthy(engine, &[spec.name], &ctx.ui).await?;
+        let db = match &site {
+            Site::Local(engine) => {
+                moment
+                    .put_back_local(engine, &config, &secrets, &ctx.ui)
+                    .await?
+            }
+            Site::Cluster(nodes) => moment.put_back_swarm(nodes, &config, &ctx.ui).await?,
+        };
         archive::wait_recovered(&db, app, &ctx.ui).await?;
         // Restored on a new host, the role's password is the lost host's: it takes this one's.
         database::of(app)
-            .ensure_app_role(engine, &db.container, secrets.app_password(app))
+            .ensure_app_role(db.engine, &db.container, secrets.app_password(app))
             .await?;
         // The restored cluster archives to every repository: one that held another cluster's
         // backups (a new host's first database) keeps them aside, one that was lost with its
@@ -315,6 +314,98 @@ async fn to_moment(
     ));
     ctx.ui.done();
     Ok(())
+}
+
+/// Where `restore --to` brings a database back to, and from which repository.
+struct Moment {
+    app: App,
+    target: archive::Target,
+    from: archive::Repo,
+}
+
+impl Moment {
+    /// On one host: the database's container removed, its files restored in a one-off
+    /// container with its volumes, then the container made anew; the database as it runs.
+    async fn put_back_local<'e>(
+        &self,
+        engine: &'e Engine,
+        config: &crate::config::StackConfig,
+        secrets: &crate::state::Secrets,
+        ui: &Ui,
+    ) -> anyhow::Result<Located<'e>> {
+        let project = &config.project;
+        let image = images::ensure_postgres(engine, config, ui).await?;
+        let container = database::of(self.app).container;
+        engine.remove(container, STOP_GRACE).await?;
+        for volume in [
+            stack::volume_name(project, self.app.database()),
+            stack::archive_volume_name(project, self.app.database()),
+        ] {
+            engine.ensure_volume(&volume, project).await?;
+        }
+        archive::prepare_copy(config, self.app.database())?;
+        self.say_restoring(ui);
+        let spec = stack::database_spec(config, self.app, &image, secrets);
+        archive::recover(
+            engine,
+            project,
+            &spec.name,
+            &spec.body,
+            self.from,
+            self.target,
+        )
+        .await?;
+        engine.create_and_start(&spec.name, spec.body).await?;
+        stack::wait_healthy(engine, &[spec.name], ui).await?;
+        Ok(Located::local(engine, container))
+    }
+
+    /// On a swarm: the database's service scaled to no task, its files restored in a one-off
+    /// container on its node (where its volumes are), then the service back to its task.
+    async fn put_back_swarm<'n>(
+        &self,
+        nodes: &'n swarm::Nodes,
+        config: &crate::config::StackConfig,
+        ui: &Ui,
+    ) -> anyhow::Result<Located<'n>> {
+        let project = &config.project;
+        let cluster = config
+            .cluster
+            .as_ref()
+            .context("a swarm without [cluster] in the configuration")?;
+        let node = swarm::database_engine(nodes, cluster, self.app)?;
+        let body = swarm::database_container(nodes.manager(), project, self.app).await?;
+        let service = self.app.database();
+        swarm::scale_service(nodes.manager(), project, service, 0, ui).await?;
+        for volume in [
+            stack::volume_name(project, service),
+            stack::archive_volume_name(project, service),
+        ] {
+            node.ensure_volume(&volume, project).await?;
+        }
+        self.say_restoring(ui);
+        archive::recover(
+            node,
+            project,
+            service.label(),
+            &body,
+            self.from,
+            self.target,
+        )
+        .await?;
+        swarm::scale_service(nodes.manager(), project, service, 1, ui).await?;
+        let db = swarm::running_container(nodes, swarm::service_name(service)).await?;
+        stack::wait_healthy(db.engine, std::slice::from_ref(&db.container), ui).await?;
+        Ok(db)
+    }
+
+    fn say_restoring(&self, ui: &Ui) {
+        ui.step(&format!(
+            "restoring the {} database's files from its {}",
+            self.app.service().label(),
+            self.from.name()
+        ));
+    }
 }
 
 /// The instances a restore stops and starts again, and how.
@@ -364,15 +455,19 @@ impl<'a> Instances<'a> {
                 }
             }
             Site::Cluster(nodes) => {
-                let count = swarm::instances(nodes.manager(), project, app)
+                let running = swarm::instances(nodes.manager(), project, app)
                     .await?
-                    .filter(|n| *n > 0)
-                    .with_context(|| {
-                        format!(
-                            "{} runs no instance; start the stack with `stackctl up`",
-                            app.service().label()
-                        )
-                    })?;
+                    .filter(|n| *n > 0);
+                let count = match running {
+                    Some(n) => n,
+                    // A restore --to killed earlier scaled them to none: back to the count
+                    // `up` would give them.
+                    None if stopped_too => ctx.config()?.instances(app),
+                    None => bail!(
+                        "{} runs no instance; start the stack with `stackctl up`",
+                        app.service().label()
+                    ),
+                };
                 Self::Swarm {
                     nodes,
                     project,
