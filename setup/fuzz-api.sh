@@ -38,21 +38,30 @@ psql "$url" -qc 'CREATE DATABASE auth' -c 'CREATE DATABASE payments'
 source setup/free-port.sh
 auth_port=$(free_port)
 payments_port=$(free_port)
+while [[ $payments_port == "$auth_port" ]]; do payments_port=$(free_port); done
 # Secrets of this run only, passed in the environment as the services require.
 secret() { head -c 32 /dev/urandom | base64 | tr -d '/+='; }
 
+# serving NAME PID PORT: waits up to 60 s for the service to answer its health check; says why
+# (its log) when it does not, or when it exits first.
+serving() {
+  for _ in $(seq 600); do
+    curl -fs "http://127.0.0.1:$3/health" >/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "fuzz: $1 does not answer on port $3; its log:" >&2
+  cat "$work/$1.log" >&2
+  return 1
+}
 DATABASE_URL=${url%/*}/auth JWT_SECRET=$(secret)$(secret) HOST=127.0.0.1 PORT=$auth_port \
   AUTH_TEST_MODE=true BCRYPT_COST=4 "$bin/auth-svc" >"$work/auth.log" 2>&1 &
 pids+=($!)
+serving auth "$!" "$auth_port"
 DATABASE_URL=${url%/*}/payments WEBHOOK_SECRET=$(secret) HOST=127.0.0.1 PORT=$payments_port \
   AUTH_SERVICE_URL=http://127.0.0.1:$auth_port "$bin/payment-svc" >"$work/payments.log" 2>&1 &
 pids+=($!)
-for port in "$auth_port" "$payments_port"; do
-  for _ in $(seq 100); do
-    curl -fs "http://127.0.0.1:$port/health" >/dev/null && break
-    sleep 0.1
-  done
-done
+serving payments "$!" "$payments_port"
 
 api() { curl -fsS -H 'Content-Type: application/json' "$@"; }
 api "http://127.0.0.1:$auth_port/auth/register" \
