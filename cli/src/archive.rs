@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::{
     backup,
-    config::StackConfig,
+    config::{CopyPlace, StackConfig},
     docker::{Engine, Located},
     doctor,
     stack::{self, App, Service},
@@ -265,6 +265,13 @@ pub async fn set_aside_foreign(at: &Located<'_>, app: App) -> anyhow::Result<Vec
         let Some(other) = held.other_than(system) else {
             continue;
         };
+        if held.repo == Repo::Copy && copy_in_store(at).await? {
+            lines.push(format!(
+                "the copy holds the backups of another {} database (system {other}) and is in an S3 store, where stackctl moves nothing: it stays held back until its archive/ and backup/ folders are moved aside there",
+                app.service().label(),
+            ));
+            continue;
+        }
         let root = held.repo.path();
         let aside = format!("main.{other}.{stamp}");
         // Both in one go: a repository with only one of the two is one pgBackRest cannot read.
@@ -427,11 +434,11 @@ impl Repo {
     }
 }
 
-/// Makes the folder of `service`'s copies (`backup.copy_to`), for its owner only, when there is
-/// a copy: Docker would make a missing one readable by all.
+/// Makes the folder of `service`'s copies (`backup.copy_to`), for its owner only, when the
+/// copy is a folder: Docker would make a missing one readable by all.
 pub fn prepare_copy(config: &StackConfig, service: Service) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let Some(dir) = config.backup.copy_dir(&config.project, service) else {
+    let Some(CopyPlace::Folder(dir)) = config.backup.copy_place(&config.project, service) else {
         return Ok(());
     };
     for folder in [dir.join("archive"), dir.join("dumps")] {
@@ -469,6 +476,15 @@ async fn repos(at: &Located<'_>) -> anyhow::Result<Vec<Repo>> {
         .into_iter()
         .filter(|repo| !(held_back && *repo == Repo::Copy))
         .collect())
+}
+
+/// Whether the copy is in an S3 store rather than a folder.
+async fn copy_in_store(at: &Located<'_>) -> anyhow::Result<bool> {
+    let (code, out) = at
+        .engine
+        .exec(&at.container, &["printenv", "PGBACKREST_REPO2_TYPE"])
+        .await?;
+    Ok(code == 0 && out.trim() == "s3")
 }
 
 async fn copy_held_back(at: &Located<'_>) -> anyhow::Result<bool> {
@@ -513,6 +529,13 @@ pub async fn recover(
     ];
     cmd.extend(target.recover_args());
     let host = database.host_config.clone().unwrap_or_default();
+    // A copy in an S3 store is reached over the network; the volumes and a folder need none.
+    let in_store = repo == Repo::Copy
+        && database
+            .env
+            .iter()
+            .flatten()
+            .any(|e| e == "PGBACKREST_REPO2_TYPE=s3");
     let body = ContainerCreateBody {
         image: database.image.clone(),
         env: database.env.clone(),
@@ -521,7 +544,7 @@ pub async fn recover(
             crate::docker::LABEL_PROJECT.to_owned(),
             project.to_owned(),
         )])),
-        network_disabled: Some(true),
+        network_disabled: Some(!in_store),
         host_config: Some(HostConfig {
             binds: host.binds,
             cap_drop: host.cap_drop,

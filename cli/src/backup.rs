@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     database::{self, Database},
     docker::{Health, Located},
+    s3::Store,
     stack::App,
     ui::Ui,
 };
@@ -512,6 +513,126 @@ pub fn copy_to(backup: &Backup, dir: &Path) -> anyhow::Result<PathBuf> {
     rename(&partial, &to)?;
     sync_dir(dir)?;
     Ok(to)
+}
+
+/// The service's dumps in the copy's S3 store: `<prefix>/<name>`, as in a folder. An object
+/// appears whole or not at all, so nothing is written `.partial`; the checksum goes first and
+/// the dump last, and a checksum without its dump is what a killed copy or prune left.
+pub struct StoreFolder {
+    pub store: Store,
+    pub bucket: String,
+    /// The folder's key prefix, without a slash at the end.
+    pub prefix: String,
+}
+
+impl StoreFolder {
+    fn key(&self, name: &str) -> String {
+        format!("{}/{name}", self.prefix)
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.key(name))
+    }
+
+    /// The names right under the prefix, with their sizes.
+    async fn names(&self) -> anyhow::Result<Vec<(String, u64)>> {
+        let within = format!("{}/", self.prefix);
+        Ok(self
+            .store
+            .list(&within)
+            .await?
+            .into_iter()
+            .filter_map(|o| {
+                let name = o.key.strip_prefix(&within)?;
+                (!name.contains('/')).then(|| (name.to_owned(), o.size))
+            })
+            .collect())
+    }
+
+    /// Copies a backup and its checksum there. Returns where the copy is.
+    pub async fn copy(&self, backup: &Backup) -> anyhow::Result<String> {
+        let name = backup
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("a backup without a file name")?;
+        let sum = checksum_path(&backup.path);
+        self.store
+            .put(&self.key(&format!("{name}{CHECKSUM}")), &sum)
+            .await?;
+        self.store.put(&self.key(name), &backup.path).await?;
+        let copied = self.names().await?;
+        if !copied.contains(&(name.to_owned(), backup.size)) {
+            bail!(
+                "the copy {} is not the size of {} after its upload",
+                self.url(name),
+                backup.path.display()
+            );
+        }
+        Ok(self.url(name))
+    }
+
+    /// Removes what a killed copy or prune left: checksums without their dump. Returns one
+    /// line per object removed.
+    pub async fn sweep(&self, app: App) -> anyhow::Result<Vec<String>> {
+        let names = self.names().await?;
+        let mut done = Vec::new();
+        for (name, _) in &names {
+            let orphan = name.strip_suffix(CHECKSUM).is_some_and(|backup| {
+                parse_name(app, backup).is_some() && !names.iter().any(|(n, _)| n == backup)
+            });
+            if orphan {
+                self.store.delete(&self.key(name)).await?;
+                done.push(format!("removed {}", self.url(name)));
+            }
+        }
+        Ok(done)
+    }
+
+    /// Deletes the dumps `retention` does not keep, as [`prune`] does in a folder.
+    pub async fn prune(
+        &self,
+        app: App,
+        retention: Retention,
+        now: NaiveDateTime,
+        dry_run: bool,
+    ) -> anyhow::Result<Vec<Backup>> {
+        let mut found: Vec<Backup> = self
+            .names()
+            .await?
+            .into_iter()
+            .filter_map(|(name, size)| {
+                let (kind, taken) = parse_name(app, &name)?;
+                Some(Backup {
+                    path: PathBuf::from(self.url(&name)),
+                    kind,
+                    taken,
+                    size,
+                })
+            })
+            .collect();
+        found.sort_by_key(|b| b.taken);
+        let old: Vec<Backup> = judge(found, retention, now)
+            .into_iter()
+            .filter(|v| v.keep.is_none())
+            .map(|v| v.backup)
+            .collect();
+        if !dry_run {
+            for b in &old {
+                let name = b
+                    .path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default();
+                // The dump first: a prune killed in between leaves a checksum that `sweep` removes.
+                self.store.delete(&self.key(name)).await?;
+                self.store
+                    .delete(&self.key(&format!("{name}{CHECKSUM}")))
+                    .await?;
+            }
+        }
+        Ok(old)
+    }
 }
 
 fn partial_path(path: &Path) -> PathBuf {

@@ -144,16 +144,135 @@ pub struct Backup {
     /// A database archives its WAL at least this often, even when a segment is not full: the
     /// most a restore to the latest moment can lose.
     pub archive_timeout_secs: u32,
-    /// An absolute folder on another disk or mount (one host): each database's archive is
-    /// also kept there, encrypted, and every dump copied there. Empty: no copy.
-    pub copy_to: PathBuf,
+    /// Where each database's archive is also kept, encrypted, and every dump copied: an
+    /// absolute folder on another disk or mount (one host), or `s3://bucket/prefix` (with
+    /// `[backup.s3]`). Empty: no copy.
+    pub copy_to: String,
+    pub s3: S3,
+}
+
+/// The S3-compatible store of `copy_to = "s3://…"`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3 {
+    /// `https://host[:port]` of the store.
+    pub endpoint: String,
+    pub region: String,
+    /// The bucket in the path (`https://host/bucket/…`), as most self-hosted stores want,
+    /// rather than in the host name.
+    pub path_style: bool,
+    /// A PEM file of the authority that signed the store's certificate, when this machine's
+    /// roots do not hold it; empty: the system's.
+    pub ca_file: PathBuf,
+    /// A file, the owner's only, with the lines `AWS_ACCESS_KEY_ID=…` and
+    /// `AWS_SECRET_ACCESS_KEY=…`: kept out of this file, which is shared.
+    pub credentials: PathBuf,
+}
+
+impl Default for S3 {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            region: "us-east-1".to_owned(),
+            path_style: false,
+            ca_file: PathBuf::new(),
+            credentials: PathBuf::new(),
+        }
+    }
+}
+
+/// Where the copies off the host go (`backup.copy_to`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyTo {
+    Folder(PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+/// Where one database's copies go: its folder, or its key prefix in the bucket (no slash at
+/// either end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyPlace {
+    Folder(PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+impl CopyTo {
+    /// `copy_to` as written; `None` when empty.
+    pub fn parse(text: &str) -> anyhow::Result<Option<Self>> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        if let Some(rest) = text.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            // S3's rule for bucket names, which also keeps them safe in a host name and a path.
+            let valid = (3..=63).contains(&bucket.len())
+                && bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                })
+                && !bucket.starts_with(['-', '.'])
+                && !bucket.ends_with(['-', '.']);
+            if !valid {
+                bail!(
+                    "backup.copy_to: {bucket:?} is not a bucket name (3 to 63 lower-case letters, digits, '-' and '.'), e.g. \"s3://my-backups/stackctl\""
+                );
+            }
+            let prefix = prefix.trim_matches('/');
+            if prefix
+                .split('/')
+                .any(|part| part == "." || part == ".." || (part.is_empty() && !prefix.is_empty()))
+                || prefix.chars().any(|c| c.is_control() || c == '\\')
+            {
+                bail!(
+                    "backup.copy_to: {prefix:?} is not a plain key prefix (parts separated by one '/')"
+                );
+            }
+            return Ok(Some(Self::S3 {
+                bucket: bucket.to_owned(),
+                prefix: prefix.to_owned(),
+            }));
+        }
+        let folder = PathBuf::from(text);
+        if !folder.is_absolute() {
+            bail!(
+                "backup.copy_to: give an absolute folder on another disk or mount, e.g. \"/mnt/offsite/stackctl\", or s3://bucket/prefix"
+            );
+        }
+        Ok(Some(Self::Folder(folder)))
+    }
+
+    /// Where `service`'s copies go.
+    pub fn place(&self, project: &str, service: crate::stack::Service) -> CopyPlace {
+        match self {
+            Self::Folder(folder) => CopyPlace::Folder(folder.join(project).join(service.label())),
+            Self::S3 { bucket, prefix } => CopyPlace::S3 {
+                bucket: bucket.clone(),
+                prefix: [prefix.as_str(), project, service.label()]
+                    .into_iter()
+                    .filter(|part| !part.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("/"),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for CopyPlace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Folder(folder) => write!(f, "{}", folder.display()),
+            Self::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
 }
 
 impl Backup {
-    /// Where the copies of `service`'s archive and dumps go, when there is a copy.
-    pub fn copy_dir(&self, project: &str, service: crate::stack::Service) -> Option<PathBuf> {
-        (!self.copy_to.as_os_str().is_empty())
-            .then(|| self.copy_to.join(project).join(service.label()))
+    /// Where the copies of `service`'s archive and dumps go, when there is a copy. `copy_to`
+    /// is valid here: [`StackConfig::validate`] checked it.
+    pub fn copy_place(&self, project: &str, service: crate::stack::Service) -> Option<CopyPlace> {
+        CopyTo::parse(&self.copy_to)
+            .ok()
+            .flatten()
+            .map(|to| to.place(project, service))
     }
 }
 
@@ -164,6 +283,45 @@ impl Backup {
             weeks: self.keep_weeks,
             months: self.keep_months,
         }
+    }
+}
+
+impl S3 {
+    fn validate(&self) -> anyhow::Result<()> {
+        let endpoint: hyper::Uri = self.endpoint.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "backup.s3.endpoint: give the store's https URL, e.g. \"https://s3.eu-west-1.amazonaws.com\""
+            )
+        })?;
+        if endpoint.scheme_str() != Some("https")
+            || endpoint.host().is_none_or(str::is_empty)
+            || !matches!(endpoint.path(), "" | "/")
+            || endpoint.query().is_some()
+        {
+            bail!(
+                "backup.s3.endpoint: {:?} is not https://host[:port] (the copy leaves the host, so TLS only)",
+                self.endpoint
+            );
+        }
+        if self.region.is_empty()
+            || !self
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            bail!("backup.s3.region: give the store's region, e.g. \"us-east-1\"");
+        }
+        if !self.credentials.is_absolute() {
+            bail!(
+                "backup.s3.credentials: give the absolute path of a file (mode 0600) with AWS_ACCESS_KEY_ID=… and AWS_SECRET_ACCESS_KEY=… lines"
+            );
+        }
+        if !self.ca_file.as_os_str().is_empty() && !self.ca_file.is_absolute() {
+            bail!(
+                "backup.s3.ca_file: give an absolute path, or leave it empty for the system's roots"
+            );
+        }
+        Ok(())
     }
 }
 
@@ -263,7 +421,8 @@ impl Default for Backup {
             keep_months: 6,
             max_age_hours: 26,
             archive_timeout_secs: 60,
-            copy_to: PathBuf::new(),
+            copy_to: String::new(),
+            s3: S3::default(),
             cron: "0 0 2 * * *".to_owned(),
             drill_cron: "0 0 4 * * SUN".to_owned(),
         }
@@ -407,16 +566,14 @@ impl StackConfig {
         if !(1..=3600).contains(&self.backup.archive_timeout_secs) {
             bail!("backup.archive_timeout_secs: must be between 1 and 3600");
         }
-        if !self.backup.copy_to.as_os_str().is_empty() {
-            if !self.backup.copy_to.is_absolute() {
-                bail!(
-                    "backup.copy_to: give an absolute folder on another disk or mount, e.g. \"/mnt/offsite/stackctl\""
-                );
-            }
+        if let Some(to) = CopyTo::parse(&self.backup.copy_to)? {
             if self.cluster.is_some() {
                 bail!(
                     "backup.copy_to: copies are made on one host so far; leave it empty with [cluster]"
                 );
+            }
+            if matches!(to, CopyTo::S3 { .. }) {
+                self.backup.s3.validate()?;
             }
         }
         if !self.alerts.webhook.is_empty() {
@@ -509,6 +666,41 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_goes_to_a_folder_or_a_bucket_with_one_prefix_per_database() {
+        use crate::stack::Service;
+        let place = |copy_to: &str| {
+            CopyTo::parse(copy_to)
+                .unwrap()
+                .map(|to| to.place("default", Service::PaymentsDb).to_string())
+        };
+        assert_eq!(place(""), None);
+        assert_eq!(
+            place("/mnt/offsite").as_deref(),
+            Some("/mnt/offsite/default/payments-db")
+        );
+        assert_eq!(
+            place("s3://my-backups").as_deref(),
+            Some("s3://my-backups/default/payments-db")
+        );
+        assert_eq!(
+            place("s3://my.backups/stackctl/eu/").as_deref(),
+            Some("s3://my.backups/stackctl/eu/default/payments-db")
+        );
+        let config = load(
+            "[backup]\ncopy_to = \"s3://my-backups/x\"\n[backup.s3]\nendpoint = \"https://minio.lan:9000\"\npath_style = true\ncredentials = \"/etc/stackctl/s3\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.backup.s3.region, "us-east-1");
+        assert_eq!(
+            config.backup.copy_place("default", Service::AuthDb),
+            Some(CopyPlace::S3 {
+                bucket: "my-backups".to_owned(),
+                prefix: "x/default/auth-db".to_owned()
+            })
+        );
+    }
+
+    #[test]
     fn errors_name_the_key() {
         for (text, key) in [
             ("[ports]\nhtp = 80\n", "htp"),
@@ -528,6 +720,27 @@ mod tests {
                 "backup.archive_timeout_secs",
             ),
             ("[backup]\ncopy_to = \"offsite\"\n", "backup.copy_to"),
+            ("[backup]\ncopy_to = \"s3://My_Bucket\"\n", "backup.copy_to"),
+            (
+                "[backup]\ncopy_to = \"s3://bk1/a/../c\"\n",
+                "backup.copy_to",
+            ),
+            (
+                "[backup]\ncopy_to = \"s3://bk1\"\n[backup.s3]\nendpoint = \"http://s3.test\"\ncredentials = \"/k\"\n",
+                "backup.s3.endpoint",
+            ),
+            (
+                "[backup]\ncopy_to = \"s3://bk1\"\n[backup.s3]\nendpoint = \"https://s3.test/x\"\ncredentials = \"/k\"\n",
+                "backup.s3.endpoint",
+            ),
+            (
+                "[backup]\ncopy_to = \"s3://bk1\"\n[backup.s3]\nendpoint = \"https://s3.test\"\n",
+                "backup.s3.credentials",
+            ),
+            (
+                "[backup]\ncopy_to = \"s3://bk1\"\n[backup.s3]\nendpoint = \"https://s3.test\"\ncredentials = \"/k\"\nca_file = \"ca.pem\"\n",
+                "backup.s3.ca_file",
+            ),
             (
                 "[backup]\ncopy_to = \"/mnt/offsite\"\n[cluster]\nnodes = [{ engine = \"unix:///a.sock\", labels = [\"edge\", \"auth-db\", \"payments-db\"] }]\n",
                 "backup.copy_to",

@@ -21,6 +21,7 @@ mod drill;
 mod images;
 mod nginx;
 mod rollout;
+mod s3;
 mod stack;
 mod state;
 mod swarm;

@@ -11,7 +11,7 @@ use bollard::models::{
 use sha2::{Digest, Sha256};
 
 use crate::{
-    config::StackConfig,
+    config::{CopyPlace, StackConfig},
     database::{self, Database},
     docker::{Engine, Health, LABEL_CONFIG_HASH, LABEL_INSTANCE, LABEL_PROJECT, LABEL_SERVICE},
     images::ImageSet,
@@ -254,8 +254,8 @@ impl Plan {
         state_root: &Path,
     ) -> anyhow::Result<Self> {
         let p = &config.project;
-        let auth_db = database_spec(config, App::Auth, &images.postgres, secrets);
-        let payments_db = database_spec(config, App::Payments, &images.postgres, secrets);
+        let auth_db = database_spec(config, App::Auth, &images.postgres, secrets)?;
+        let payments_db = database_spec(config, App::Payments, &images.postgres, secrets)?;
         let url = |app: App| {
             let db = database::of(app);
             format!(
@@ -448,7 +448,12 @@ pub fn archive_volume_name(project: &str, service: Service) -> String {
 pub const ARCHIVE_PATH: &str = "/var/lib/pgbackrest";
 
 /// The container of `app`'s database, as `up` makes it.
-pub fn database_spec(config: &StackConfig, app: App, image: &str, secrets: &Secrets) -> Spec {
+pub fn database_spec(
+    config: &StackConfig,
+    app: App,
+    image: &str,
+    secrets: &Secrets,
+) -> anyhow::Result<Spec> {
     let (password, host_port) = match app {
         App::Auth => (&secrets.auth_db_password, config.ports.auth_db),
         App::Payments => (&secrets.payments_db_password, config.ports.payments_db),
@@ -464,29 +469,77 @@ pub fn database_spec(config: &StackConfig, app: App, image: &str, secrets: &Secr
     )
 }
 
-/// Where the database image has the copy of its archive (`backup.copy_to`), pgBackRest's
-/// second repository.
+/// Where the database image has the copy of its archive (`backup.copy_to`) in a folder,
+/// pgBackRest's second repository.
 pub const ARCHIVE_COPY_PATH: &str = "/var/lib/pgbackrest-copy";
+
+/// Where a database container finds `backup.s3.ca_file`.
+const S3_CA_PATH: &str = "/etc/stackctl/s3-ca.pem";
 
 /// What a database container needs for the copy of its archive.
 struct ArchiveCopy {
-    /// The host folder bound at `ARCHIVE_COPY_PATH`.
-    bind: String,
+    /// Host files bound into the container.
+    binds: Vec<String>,
     /// pgBackRest's repo2 there, encrypted.
     env: Vec<String>,
 }
 
-fn archive_copy(config: &StackConfig, service: Service, cipher_pass: &str) -> Option<ArchiveCopy> {
-    let dir = config.backup.copy_dir(&config.project, service)?;
-    Some(ArchiveCopy {
-        bind: format!("{}:{ARCHIVE_COPY_PATH}", dir.join("archive").display()),
-        env: vec![
-            format!("PGBACKREST_REPO2_PATH={ARCHIVE_COPY_PATH}"),
-            "PGBACKREST_REPO2_RETENTION_FULL=2".to_owned(),
-            "PGBACKREST_REPO2_CIPHER_TYPE=aes-256-cbc".to_owned(),
-            format!("PGBACKREST_REPO2_CIPHER_PASS={cipher_pass}"),
-        ],
-    })
+fn archive_copy(
+    config: &StackConfig,
+    service: Service,
+    cipher_pass: &str,
+) -> anyhow::Result<Option<ArchiveCopy>> {
+    let Some(place) = config.backup.copy_place(&config.project, service) else {
+        return Ok(None);
+    };
+    let mut env = vec![
+        "PGBACKREST_REPO2_RETENTION_FULL=2".to_owned(),
+        "PGBACKREST_REPO2_CIPHER_TYPE=aes-256-cbc".to_owned(),
+        format!("PGBACKREST_REPO2_CIPHER_PASS={cipher_pass}"),
+    ];
+    let mut binds = Vec::new();
+    match place {
+        CopyPlace::Folder(dir) => {
+            env.push(format!("PGBACKREST_REPO2_PATH={ARCHIVE_COPY_PATH}"));
+            binds.push(format!(
+                "{}:{ARCHIVE_COPY_PATH}",
+                dir.join("archive").display()
+            ));
+        }
+        CopyPlace::S3 { bucket, prefix } => {
+            let s3 = &config.backup.s3;
+            let keys = crate::s3::Keys::load(&s3.credentials)?;
+            let endpoint: hyper::Uri = s3
+                .endpoint
+                .parse()
+                .context("backup.s3.endpoint: not a URL")?;
+            env.extend([
+                "PGBACKREST_REPO2_TYPE=s3".to_owned(),
+                format!("PGBACKREST_REPO2_PATH=/{prefix}/archive"),
+                format!("PGBACKREST_REPO2_S3_BUCKET={bucket}"),
+                format!(
+                    "PGBACKREST_REPO2_S3_ENDPOINT={}",
+                    endpoint.host().unwrap_or_default()
+                ),
+                format!(
+                    "PGBACKREST_REPO2_STORAGE_PORT={}",
+                    endpoint.port_u16().unwrap_or(443)
+                ),
+                format!("PGBACKREST_REPO2_S3_REGION={}", s3.region),
+                format!(
+                    "PGBACKREST_REPO2_S3_URI_STYLE={}",
+                    if s3.path_style { "path" } else { "host" }
+                ),
+                format!("PGBACKREST_REPO2_S3_KEY={}", keys.id),
+                format!("PGBACKREST_REPO2_S3_KEY_SECRET={}", keys.secret),
+            ]);
+            if !s3.ca_file.as_os_str().is_empty() {
+                env.push(format!("PGBACKREST_REPO2_STORAGE_CA_FILE={S3_CA_PATH}"));
+                binds.push(format!("{}:{S3_CA_PATH}:ro", s3.ca_file.display()));
+            }
+        }
+    }
+    Ok(Some(ArchiveCopy { binds, env }))
 }
 
 fn database(
@@ -497,7 +550,7 @@ fn database(
     password: &str,
     host_port: u16,
     cipher_pass: &str,
-) -> Spec {
+) -> anyhow::Result<Spec> {
     let project = &config.project;
     let name = service.label().to_owned();
     let Database {
@@ -520,8 +573,8 @@ fn database(
         format!("{}:/var/lib/postgresql/data", volume_name(project, service)),
         format!("{}:{ARCHIVE_PATH}", archive_volume_name(project, service)),
     ];
-    if let Some(copy) = archive_copy(config, service, cipher_pass) {
-        binds.push(copy.bind);
+    if let Some(copy) = archive_copy(config, service, cipher_pass)? {
+        binds.extend(copy.binds);
         env.extend(copy.env);
     }
     let body = ContainerCreateBody {
@@ -553,7 +606,7 @@ fn database(
         networking_config: Some(network(vec![name.clone()])),
         ..Default::default()
     };
-    finish(name, body)
+    Ok(finish(name, body))
 }
 
 fn app(

@@ -2099,3 +2099,199 @@ fn point_in_time_recovery_after_losing_the_database_and_its_volume() {
         assert!(stderr.contains(why), "{stderr}");
     }
 }
+
+/// The containers and volumes of a project.
+fn project_leftovers(project: &str) -> (String, String) {
+    let list = |what: &[&str]| {
+        let out = Command::new("docker")
+            .args(what)
+            .arg("--filter")
+            .arg(format!("label=stackctl.project={project}"))
+            .args(["--format", "{{.Names}}"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    (
+        list(&["ps", "-a"]),
+        Command::new("docker")
+            .args(["volume", "ls", "-q", "--filter"])
+            .arg(format!("name={project}_"))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap(),
+    )
+}
+
+#[test]
+#[ignore = "needs the Docker engine and builds images; setup/test.sh runs it"]
+fn a_copy_in_an_s3_store_brings_a_database_back_after_both_its_volumes_are_lost() {
+    use std::os::unix::fs::PermissionsExt;
+    let _engine = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let store = support::S3Store::start(25900);
+    let copy = |bucket: &str| {
+        format!(
+            "{}[backup]\narchive_timeout_secs = 2\ncopy_to = \"s3://{bucket}/offsite\"\n[backup.s3]\nendpoint = \"{}\"\npath_style = true\nca_file = \"{}\"\ncredentials = \"{}\"\n",
+            loaded_config("e2e-s3", 25),
+            store.endpoint,
+            store.ca_file().display(),
+            store.credentials().display()
+        )
+    };
+    let stack = Stack::new(&copy("stk-e2e"));
+    stack.ok(&["down", "--volumes", "--yes"]);
+
+    // Bad input changes nothing: keys others can read, a bucket that is not there.
+    let keys = store.credentials();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let up = stack.run(&["up"]);
+    let said = String::from_utf8_lossy(&up.stderr);
+    assert!(!up.status.success() && said.contains("chmod 600"), "{said}");
+    assert!(!said.contains("AWS_SECRET_ACCESS_KEY="), "{said}");
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let up = stack.run(&["up"]);
+    let said = String::from_utf8_lossy(&up.stderr);
+    assert!(
+        !up.status.success() && said.contains("the bucket stk-e2e does not exist"),
+        "{said}"
+    );
+    assert_eq!(
+        project_leftovers("e2e-s3"),
+        (String::new(), String::new()),
+        "a refused up made nothing"
+    );
+
+    store.create_bucket("stk-e2e");
+    let up = stack.run(&["up"]);
+    let said = String::from_utf8_lossy(&up.stderr);
+    assert!(up.status.success(), "{said}");
+    assert!(
+        said.contains(
+            "payments database: WAL archiving on, first full physical backup taken (archive, copy)"
+        ),
+        "{said}"
+    );
+    let root = "offsite/e2e-s3/payments-db";
+    assert!(
+        store
+            .keys("stk-e2e", &format!("{root}/archive/archive/main/"))
+            .contains(&format!("{root}/archive/archive/main/archive.info")),
+        "the archive's copy is in the store"
+    );
+
+    let registered = stack.https(
+        "POST",
+        "/a/auth/register",
+        None,
+        Some(&json!({"email": "s3@example.com", "phone": "+256772555302", "password": "s3-copy-password"})),
+    );
+    assert_eq!(registered.status, 201, "{}", registered.body);
+    let token = stack
+        .https(
+            "POST",
+            "/a/auth/login",
+            None,
+            Some(&json!({"identifier": "s3@example.com", "password": "s3-copy-password"})),
+        )
+        .body["data"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pay = || -> String {
+        let reply = stack.https(
+            "POST",
+            "/b/payments",
+            Some(&token),
+            Some(&json!({"amount": "9.00", "currency": "USD", "paymentMethod": "CARD", "customerPhone": "+254712345678"})),
+        );
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        reply.body["data"]["payment"]["reference"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let mut made: BTreeSet<String> = (0..10).map(|_| pay()).collect();
+
+    let backup = stack.run(&["backup", "payments"]);
+    let said = String::from_utf8_lossy(&backup.stderr);
+    assert!(backup.status.success(), "{said}");
+    assert!(said.contains("in the copy"), "{said}");
+    let dumps = format!("{root}/dumps/");
+    let copied = store.keys("stk-e2e", &dumps);
+    assert_eq!(copied.len(), 2, "{copied:?}");
+    let dump = copied
+        .iter()
+        .find(|k| k.ends_with(".sql.gz"))
+        .unwrap()
+        .clone();
+    assert!(copied.contains(&format!("{dump}.sha256")), "{copied:?}");
+    assert!(
+        said.contains(&format!("copied to s3://stk-e2e/{dump}")),
+        "{said}"
+    );
+
+    made.extend((0..10).map(|_| pay()));
+    // Archived at least every 2 s; time for the last segment to reach the store.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let removed = Command::new("docker")
+        .args(["rm", "-f", "payments-db"])
+        .output()
+        .unwrap();
+    assert!(removed.status.success());
+    let removed = Command::new("docker")
+        .args([
+            "volume",
+            "rm",
+            "e2e-s3_payments-db-data",
+            "e2e-s3_payments-db-archive",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        removed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+
+    let started = std::time::Instant::now();
+    let restored = stack.run(&[
+        "restore", "payments", "--to", "latest", "--from", "copy", "--yes",
+    ]);
+    let said = String::from_utf8_lossy(&restored.stderr);
+    assert!(restored.status.success(), "{said}");
+    eprintln!(
+        "restore --to latest --from copy (S3) after both volumes were lost: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(references(), made, "every payment is back from the store");
+    let listed = stack.https("GET", "/b/payments", Some(&token), None);
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let backup = stack.run(&["backup", "payments"]);
+    let said = String::from_utf8_lossy(&backup.stderr);
+    assert!(backup.status.success(), "{said}");
+    assert!(
+        said.contains("in the archive") && said.contains("in the copy"),
+        "{said}"
+    );
+
+    // Retention and the sweep apply in the store as in a folder: an old dump goes, so does a
+    // checksum whose dump a killed copy never sent; nothing else.
+    let kept = store.keys("stk-e2e", &dumps);
+    let old = format!("{dumps}payments_20250105_020000.sql.gz");
+    store.put("stk-e2e", &old, b"old");
+    store.put("stk-e2e", &format!("{old}.sha256"), b"old");
+    store.put(
+        "stk-e2e",
+        &format!("{dumps}payments_20250106_020000.sql.gz.sha256"),
+        b"x",
+    );
+    let foreign = format!("{dumps}notes.txt");
+    store.put("stk-e2e", &foreign, b"mine");
+    let pruned = stack.run(&["backup", "prune"]);
+    let said = String::from_utf8_lossy(&pruned.stderr);
+    assert!(pruned.status.success(), "{said}");
+    let mut expected = kept.clone();
+    expected.insert(foreign);
+    assert_eq!(store.keys("stk-e2e", &dumps), expected, "{said}");
+    assert_eq!(kept.len(), 4, "two dumps and their checksums: {kept:?}");
+}

@@ -19,9 +19,9 @@ use crate::{
     alerts::{Alert, Alerter, Repeats},
     archive,
     backup::{self, Checksum, Kind},
-    config::{StackConfig, parse_cron},
+    config::{CopyPlace, StackConfig, parse_cron},
     docker::{Engine, Health},
-    doctor, drill, images,
+    doctor, drill, images, s3,
     stack::App,
     ui::log,
 };
@@ -137,8 +137,8 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| failed(ctx, &args.target.apps(), e))?;
             for app in args.target.apps() {
-                for dir in dump_folders(&config, &root, app) {
-                    for line in backup::sweep(&dir, app)? {
+                for place in dump_places(&config, &root, app)? {
+                    for line in place.sweep(app).await? {
                         ctx.ui.detail(&line);
                     }
                 }
@@ -175,16 +175,15 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
                 weeks: keep_weeks.unwrap_or(default.weeks),
                 months: keep_months.unwrap_or(default.months),
             };
-            let now = Utc::now().naive_utc();
             let _lock = ctx.state.lock()?;
             for app in App::ALL {
-                for dir in dump_folders(&config, &root, app) {
+                for place in dump_places(&config, &root, app)? {
                     if !dry_run {
-                        for line in backup::sweep(&dir, app)? {
+                        for line in place.sweep(app).await? {
                             ctx.ui.detail(&line);
                         }
                     }
-                    for b in backup::prune(&dir, app, keep, now, dry_run)? {
+                    for b in place.prune(app, keep, dry_run).await? {
                         let verb = if dry_run { "would delete" } else { "deleted" };
                         ctx.ui.step(&format!("{verb} {}", b.path.display()));
                     }
@@ -565,8 +564,8 @@ async fn run_once(
         .map_err(|e| failed(ctx, &App::ALL, e))?;
     let mut parts = Vec::new();
     for app in App::ALL {
-        for dir in dump_folders(config, root, app) {
-            for line in backup::sweep(&dir, app)? {
+        for place in dump_places(config, root, app)? {
+            for line in place.sweep(app).await? {
                 log(&line);
             }
         }
@@ -581,15 +580,11 @@ async fn run_once(
     }
     let mut pruned = 0;
     for app in App::ALL {
-        for dir in dump_folders(config, root, app) {
-            pruned += backup::prune(
-                &dir,
-                app,
-                config.backup.retention(),
-                Utc::now().naive_utc(),
-                false,
-            )?
-            .len();
+        for place in dump_places(config, root, app)? {
+            pruned += place
+                .prune(app, config.backup.retention(), false)
+                .await?
+                .len();
         }
     }
     Ok(format!(
@@ -599,20 +594,57 @@ async fn run_once(
     ))
 }
 
-/// The folder of `app`'s dumps in `backup.copy_to`, when there is a copy.
-fn copy_dumps(config: &StackConfig, app: App) -> Option<PathBuf> {
-    config
-        .backup
-        .copy_dir(&config.project, app.database())
-        .map(|dir| dir.join("dumps"))
+/// Where `app`'s dumps are kept: a folder (under the backup root, or the copy's), or the
+/// copy's S3 store. Retention and the sweep of what a killed run left apply to each alike.
+enum Dumps {
+    Folder(PathBuf),
+    Store(Box<backup::StoreFolder>),
 }
 
-/// The folders of `app`'s dumps: under the backup root, and in the copy. Retention and the
-/// sweep of what a killed run left apply to both alike.
-fn dump_folders(config: &StackConfig, root: &Path, app: App) -> Vec<PathBuf> {
-    let mut folders = vec![backup::folder(root, app)];
-    folders.extend(copy_dumps(config, app));
-    folders
+impl Dumps {
+    async fn sweep(&self, app: App) -> anyhow::Result<Vec<String>> {
+        match self {
+            Self::Folder(dir) => backup::sweep(dir, app),
+            Self::Store(store) => store.sweep(app).await,
+        }
+    }
+
+    async fn prune(
+        &self,
+        app: App,
+        retention: backup::Retention,
+        dry_run: bool,
+    ) -> anyhow::Result<Vec<backup::Backup>> {
+        let now = Utc::now().naive_utc();
+        match self {
+            Self::Folder(dir) => backup::prune(dir, app, retention, now, dry_run),
+            Self::Store(store) => store.prune(app, retention, now, dry_run).await,
+        }
+    }
+}
+
+/// `app`'s dumps in `backup.copy_to`, when there is a copy.
+fn copy_dumps(config: &StackConfig, app: App) -> anyhow::Result<Option<Dumps>> {
+    Ok(
+        match config.backup.copy_place(&config.project, app.database()) {
+            None => None,
+            Some(CopyPlace::Folder(dir)) => Some(Dumps::Folder(dir.join("dumps"))),
+            Some(CopyPlace::S3 { bucket, prefix }) => {
+                Some(Dumps::Store(Box::new(backup::StoreFolder {
+                    store: s3::Store::new(&config.backup.s3, &bucket)?,
+                    bucket,
+                    prefix: format!("{prefix}/dumps"),
+                })))
+            }
+        },
+    )
+}
+
+/// Every place of `app`'s dumps: under the backup root, and in the copy.
+fn dump_places(config: &StackConfig, root: &Path, app: App) -> anyhow::Result<Vec<Dumps>> {
+    let mut places = vec![Dumps::Folder(backup::folder(root, app))];
+    places.extend(copy_dumps(config, app)?);
+    Ok(places)
 }
 
 /// A dump of `app`'s database where it runs, and its copy in `backup.copy_to`.
@@ -625,16 +657,21 @@ async fn take(
 ) -> anyhow::Result<backup::Backup> {
     let db = site.database(app).await?;
     let dump = backup::take(&db, root, app, Kind::Backup, &ctx.ui).await?;
-    if let Some(dir) = copy_dumps(config, app) {
-        archive::prepare_copy(config, app.database())?;
-        let copy = backup::copy_to(&dump, &dir).with_context(|| {
-            format!(
-                "the dump {} was taken, its copy in backup.copy_to was not",
-                dump.path.display()
-            )
-        })?;
-        ctx.ui.detail(&format!("copied to {}", copy.display()));
-    }
+    let copied = match copy_dumps(config, app)? {
+        None => return Ok(dump),
+        Some(Dumps::Folder(dir)) => {
+            archive::prepare_copy(config, app.database())?;
+            backup::copy_to(&dump, &dir).map(|copy| copy.display().to_string())
+        }
+        Some(Dumps::Store(store)) => store.copy(&dump).await,
+    };
+    let copy = copied.with_context(|| {
+        format!(
+            "the dump {} was taken, its copy in backup.copy_to was not",
+            dump.path.display()
+        )
+    })?;
+    ctx.ui.detail(&format!("copied to {copy}"));
     Ok(dump)
 }
 

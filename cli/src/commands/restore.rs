@@ -220,7 +220,7 @@ async fn to_moment(
     if from == archive::Repo::Copy
         && config
             .backup
-            .copy_dir(&config.project, app.database())
+            .copy_place(&config.project, app.database())
             .is_none()
     {
         bail!("--from copy: backup.copy_to is not set, so there is no copy");
@@ -345,7 +345,7 @@ impl Moment {
         }
         archive::prepare_copy(config, self.app.database())?;
         self.say_restoring(ui);
-        let spec = stack::database_spec(config, self.app, &image, secrets);
+        let spec = stack::database_spec(config, self.app, &image, secrets)?;
         archive::recover(
             engine,
             project,

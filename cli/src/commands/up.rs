@@ -7,11 +7,12 @@ use anyhow::Context;
 use crate::{
     archive, certs,
     cluster::{Cluster, NodeLabel},
-    config::StackConfig,
+    config::{CopyTo, StackConfig},
     database,
     docker::{Engine, Health, Located},
     images, nginx,
     rollout::{self, Replace, Rollout},
+    s3,
     stack::{self, App, NETWORK, Outcome, PROXY, Plan, Service, Spec},
     state::write_with_mode,
     swarm,
@@ -36,6 +37,7 @@ pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let ui = &ctx.ui;
     let engine = Engine::connect().await?;
     check_ports(&engine, &config).await?;
+    check_store(&config).await?;
 
     let secrets = ctx.state.secrets()?;
     let cert = certs::ensure(&ctx.state, &config.tls.names, false)?;
@@ -346,4 +348,16 @@ fn print_urls(config: &StackConfig) {
     println!(
         "TLS:       self-signed; trust .stackctl/tls/cert.pem (curl --cacert .stackctl/tls/cert.pem)"
     );
+}
+
+/// A copy in an S3 store that cannot be used (no bucket, keys refused, certificate not
+/// trusted) is said before anything changes.
+async fn check_store(config: &StackConfig) -> anyhow::Result<()> {
+    if let Some(CopyTo::S3 { bucket, .. }) = CopyTo::parse(&config.backup.copy_to)? {
+        s3::Store::new(&config.backup.s3, &bucket)?
+            .check()
+            .await
+            .context("backup.copy_to")?;
+    }
+    Ok(())
 }

@@ -240,3 +240,96 @@ impl Receiver {
         self.bodies.lock().unwrap().clone()
     }
 }
+
+/// A local S3-compatible store over TLS (`setup/s3-server.sh`), stopped when dropped.
+pub struct S3Store {
+    pub dir: tempfile::TempDir,
+    pub endpoint: String,
+}
+
+impl S3Store {
+    pub fn start(port: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("bash")
+            .arg(source_dir().join("setup/s3-server.sh"))
+            .arg("start")
+            .arg(dir.path())
+            .arg(port.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let endpoint = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        Self { dir, endpoint }
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    pub fn credentials(&self) -> PathBuf {
+        self.dir.path().join("credentials")
+    }
+
+    /// `curl` against the store; the test server takes unsigned requests.
+    fn curl(&self, args: &[&str], path: &str) -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "--fail", "--cacert"])
+            .arg(self.ca_file())
+            .args(args)
+            .arg(format!("{}/{path}", self.endpoint))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "curl {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        self.curl(&["-X", "PUT"], bucket);
+    }
+
+    pub fn put(&self, bucket: &str, key: &str, bytes: &[u8]) {
+        let file = self.dir.path().join("upload");
+        std::fs::write(&file, bytes).unwrap();
+        let data = format!("@{}", file.display());
+        self.curl(
+            &[
+                "-X",
+                "PUT",
+                "-H",
+                "content-type: application/octet-stream",
+                "--data-binary",
+                &data,
+            ],
+            &format!("{bucket}/{key}"),
+        );
+    }
+
+    /// The keys under `prefix`, sorted.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> std::collections::BTreeSet<String> {
+        let listing = self.curl(&[], &format!("{bucket}?list-type=2&prefix={prefix}"));
+        listing
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|part| part.split_once("</Key>"))
+            .map(|(key, _)| key.to_owned())
+            .collect()
+    }
+}
+
+impl Drop for S3Store {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(source_dir().join("setup/s3-server.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}

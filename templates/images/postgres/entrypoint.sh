@@ -16,8 +16,8 @@ as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
 mkdir -p "$PGDATA" /var/run/postgresql /var/lib/pgbackrest /tmp/pgbackrest
 chown postgres:postgres "$PGDATA" /var/run/postgresql /var/lib/pgbackrest /tmp/pgbackrest
 chmod 700 "$PGDATA"
-# The archive's copy (backup.copy_to), a host folder, when there is one.
-if [[ -n ${PGBACKREST_REPO2_PATH:-} ]]; then
+# The archive's copy (backup.copy_to) when it is a host folder; one in an S3 store has none.
+if [[ -n ${PGBACKREST_REPO2_PATH:-} && ${PGBACKREST_REPO2_TYPE:-posix} == posix ]]; then
   chown postgres:postgres "$PGBACKREST_REPO2_PATH"
 fi
 

@@ -11,7 +11,7 @@ repo=${1:?usage: postgres-recover --repo=N latest | time TIMESTAMP}
 shift
 mkdir -p "$PGDATA" /tmp/pgbackrest
 chown postgres:postgres "$PGDATA" /var/lib/pgbackrest /tmp/pgbackrest
-if [[ -n ${PGBACKREST_REPO2_PATH:-} ]]; then
+if [[ -n ${PGBACKREST_REPO2_PATH:-} && ${PGBACKREST_REPO2_TYPE:-posix} == posix ]]; then
   chown postgres:postgres "$PGBACKREST_REPO2_PATH"
 fi
 chmod 700 "$PGDATA"
