@@ -21,6 +21,10 @@ use crate::{
 /// A full backup older than this makes the next physical backup a full one; the others are
 /// differential (only what changed since that full).
 const FULL_EVERY: Duration = Duration::from_secs(7 * 24 * 3600);
+/// pgBackRest's error when another of its processes holds the stanza's backup lock.
+const LOCK_HELD: &str = "ERROR: [050]:";
+/// The longest a backup waits for one an interrupted run left going.
+const LOCK_WAIT: Duration = Duration::from_secs(3600);
 /// How long a database may take to replay the archived WAL after a restore.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
@@ -75,6 +79,41 @@ impl fmt::Display for Target {
 }
 
 /// Runs pgBackRest in the database's container as the database's OS user.
+/// What is said while [`pgbackrest_when_free`] waits.
+pub fn waiting_line(app: App) -> String {
+    format!(
+        "{}: a pgBackRest backup that an interrupted run started is still going; waiting for it",
+        app.service().label()
+    )
+}
+
+/// Runs pgBackRest once the lock it needs is free. stackctl's own lock keeps two of its runs
+/// apart, so a held lock is a pgBackRest process that an interrupted run left going in the
+/// container (an exec outlives its client); it ends by itself. Calls `waiting` once when it
+/// has to wait.
+async fn pgbackrest_when_free(
+    at: &Located<'_>,
+    args: &[&str],
+    waiting: &dyn Fn(),
+) -> anyhow::Result<String> {
+    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+    let mut said = false;
+    loop {
+        match pgbackrest(at, args).await {
+            Err(e)
+                if format!("{e}").contains(LOCK_HELD) && tokio::time::Instant::now() < deadline =>
+            {
+                if !said {
+                    waiting();
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
 async fn pgbackrest(at: &Located<'_>, args: &[&str]) -> anyhow::Result<String> {
     let mut cmd = vec!["pgbackrest"];
     cmd.extend_from_slice(args);
@@ -194,7 +233,7 @@ async fn survey(at: &Located<'_>, app: App) -> anyhow::Result<Survey> {
 /// each: the archived WAL is of use only from a physical backup on. Says what it did, and what
 /// it left alone: a repository that holds another cluster's backups (the copy of a lost host's
 /// database, before `restore --from copy` brings it back) is never written to.
-pub async fn ensure(at: &Located<'_>, app: App) -> anyhow::Result<Vec<String>> {
+pub async fn ensure(at: &Located<'_>, app: App, waiting: &dyn Fn()) -> anyhow::Result<Vec<String>> {
     let label = app.service().label();
     let Survey { system, repos } = survey(at, app).await?;
     let (foreign, usable): (Vec<&Held>, Vec<&Held>) = repos
@@ -213,7 +252,7 @@ pub async fn ensure(at: &Located<'_>, app: App) -> anyhow::Result<Vec<String>> {
     hold_back_copy(at, foreign_repos.contains(&Repo::Copy)).await?;
     match foreign_repos.as_slice() {
         [] => {
-            pgbackrest(at, &["stanza-create"]).await?;
+            pgbackrest_when_free(at, &["stanza-create"], waiting).await?;
         }
         [Repo::Copy] => {
             // stanza-create works on every repository configured: the copy's settings are
@@ -240,7 +279,7 @@ pub async fn ensure(at: &Located<'_>, app: App) -> anyhow::Result<Vec<String>> {
     let mut started = Vec::new();
     for held in usable {
         if held.backups.is_empty() {
-            pgbackrest(at, &["backup", "--type=full", held.repo.flag()]).await?;
+            pgbackrest_when_free(at, &["backup", "--type=full", held.repo.flag()], waiting).await?;
             started.push(held.repo.name());
         }
     }
@@ -304,7 +343,7 @@ pub async fn set_aside_foreign(at: &Located<'_>, app: App) -> anyhow::Result<Vec
 
 /// Takes a physical backup in each repository: full when its newest full one is older than a
 /// week, differential otherwise.
-pub async fn backup(at: &Located<'_>) -> anyhow::Result<Vec<Physical>> {
+pub async fn backup(at: &Located<'_>, waiting: &dyn Fn()) -> anyhow::Result<Vec<Physical>> {
     let mut taken = Vec::new();
     for repo in repos(at).await? {
         let before = physical_backups(at, repo).await?;
@@ -317,7 +356,7 @@ pub async fn backup(at: &Located<'_>) -> anyhow::Result<Vec<Physical>> {
         } else {
             "--type=full"
         };
-        pgbackrest(at, &["backup", kind, repo.flag()]).await?;
+        pgbackrest_when_free(at, &["backup", kind, repo.flag()], waiting).await?;
         let newest = physical_backups(at, repo)
             .await?
             .pop()

@@ -66,6 +66,9 @@ pub struct DatabaseFacts {
     pub failed_drill: Option<FailedDrill>,
     /// `None` when not read (the engine did not answer, or only files were read).
     pub archiver: Option<Archiver>,
+    /// Why the archiver could not be read when it was tried (the database is not running,
+    /// the engine does not answer).
+    pub unchecked: Option<String>,
 }
 
 /// How a database's WAL archiving goes, as PostgreSQL's `pg_stat_archiver` says.
@@ -126,6 +129,7 @@ pub fn gather(state: &StateDir, backup_root: &Path) -> anyhow::Result<Facts> {
             last_attempt: attempts.get(app.service().label()).cloned(),
             failed_drill,
             archiver: None,
+            unchecked: None,
         });
     }
     let cert_expires =
@@ -197,6 +201,14 @@ pub fn judge(facts: &Facts, now: DateTime<Utc>, max_backup_age_hours: u32) -> Ve
                     "WAL archiving has failed since {} UTC (last at {} UTC, segment {segment}): restore --to cannot reach past it; see stackctl logs {subject}-db",
                     since.map_or_else(String::new, |s| s.format("%Y-%m-%d %H:%M:%S").to_string()),
                     failed_at.format("%Y-%m-%d %H:%M:%S")
+                ),
+            );
+        }
+        if let Some(reason) = &db.unchecked {
+            say(
+                "archive_unchecked",
+                format!(
+                    "WAL archiving could not be checked ({reason}); a database that is not running archives nothing and takes no backup: see stackctl ps"
                 ),
             );
         }
@@ -291,6 +303,7 @@ mod tests {
                         )),
                         copy_held_back: false,
                     }),
+                    unchecked: None,
                 })
                 .collect(),
             cert_expires: Some(at("2027-06-01T00:00:00Z")),
@@ -320,6 +333,7 @@ mod tests {
                         )),
                         copy_held_back: false,
                     }),
+                    unchecked: None,
                 },
                 DatabaseFacts {
                     app: App::Payments,
@@ -337,6 +351,7 @@ mod tests {
                         )),
                         copy_held_back: true,
                     }),
+                    unchecked: None,
                 },
             ],
             cert_expires: Some(at("2026-12-06T00:00:00Z")),
@@ -355,11 +370,19 @@ mod tests {
         );
         let expired = Facts {
             cert_expires: Some(at("2026-11-20T00:00:00Z")),
-            databases: Vec::new(),
+            databases: vec![DatabaseFacts {
+                app: App::Auth,
+                newest_good: Some(at("2026-11-26T02:00:00Z").naive_utc()),
+                last_attempt: None,
+                failed_drill: None,
+                archiver: None,
+                unchecked: Some("No such container: auth-db".to_owned()),
+            }],
         };
         assert_eq!(
             lines(&judge(&expired, now, 26)),
             [
+                "archive_unchecked auth: WAL archiving could not be checked (No such container: auth-db); a database that is not running archives nothing and takes no backup: see stackctl ps",
                 "certificate_expired certificate: the edge's certificate expired on 2026-11-20 (stackctl certs --force)"
             ]
         );

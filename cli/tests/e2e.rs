@@ -1346,6 +1346,28 @@ fn interrupted(
     after_ms: u64,
     sig: &str,
 ) -> (std::process::ExitStatus, String) {
+    interrupted_when(stack, args, at, &|| true, after_ms, sig)
+}
+
+/// Whether pgBackRest takes a backup in `container` at this moment.
+fn pgbackrest_backing_up(container: &str) -> bool {
+    let out = Command::new("docker")
+        .args(["exec", container, "sh", "-c"])
+        .arg("cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("pgbackrest backup")
+}
+
+/// As [`interrupted`], once `until` holds after the line (asked every 100 ms, for a minute).
+fn interrupted_when(
+    stack: &Stack,
+    args: &[&str],
+    at: &str,
+    until: &dyn Fn() -> bool,
+    after_ms: u64,
+    sig: &str,
+) -> (std::process::ExitStatus, String) {
     use std::io::BufRead;
     let mut child = Command::new(BIN)
         .current_dir(stack.path())
@@ -1369,6 +1391,15 @@ fn interrupted(
     });
     rx.recv_timeout(std::time::Duration::from_secs(120))
         .unwrap_or_else(|_| panic!("stackctl {args:?} did not reach its step to interrupt"));
+    let mut tries = 0;
+    while !until() {
+        tries += 1;
+        assert!(
+            tries < 600,
+            "stackctl {args:?}: what it waits for never came"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     std::thread::sleep(std::time::Duration::from_millis(after_ms));
     signal(&child, sig);
     let status = child.wait().unwrap();
@@ -2162,14 +2193,31 @@ fn a_copy_in_an_s3_store_brings_a_database_back_after_both_its_volumes_are_lost(
     );
 
     store.create_bucket("stk-e2e");
+    // Killed while it takes the first full backups: pgBackRest's goes on in the container and
+    // holds its lock; the next up waits for it, then takes what is still missing.
+    let (status, log) = interrupted_when(
+        &stack,
+        &["up"],
+        "auth database: WAL archiving on",
+        &|| pgbackrest_backing_up("payments-db"),
+        0,
+        "-KILL",
+    );
+    assert!(!status.success(), "{log}");
     let up = stack.run(&["up"]);
     let said = String::from_utf8_lossy(&up.stderr);
     assert!(up.status.success(), "{said}");
     assert!(
-        said.contains(
-            "payments database: WAL archiving on, first full physical backup taken (archive, copy)"
-        ),
+        said.contains("payments database: WAL archiving on, first full physical backup taken ("),
         "{said}"
+    );
+    eprintln!(
+        "up after one killed in its first full backups: {}",
+        if said.contains("still going; waiting for it") {
+            "waited for the killed run's backup"
+        } else {
+            "the killed run's backup had ended"
+        }
     );
     let root = "offsite/e2e-s3/payments-db";
     assert!(
@@ -2228,6 +2276,33 @@ fn a_copy_in_an_s3_store_brings_a_database_back_after_both_its_volumes_are_lost(
     assert!(
         said.contains(&format!("copied to s3://stk-e2e/{dump}")),
         "{said}"
+    );
+
+    // Killed during its physical backup: pgBackRest's backup goes on in the container and
+    // holds its lock; the next backup waits for it, then takes its own in both repositories.
+    let (status, log) = interrupted_when(
+        &stack,
+        &["backup", "payments"],
+        "==> payments: ./backups/payments/",
+        &|| pgbackrest_backing_up("payments-db"),
+        0,
+        "-KILL",
+    );
+    assert!(!status.success(), "{log}");
+    let again = stack.run(&["backup", "payments"]);
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{said}");
+    assert!(
+        said.contains("in the archive") && said.contains("in the copy"),
+        "{said}"
+    );
+    eprintln!(
+        "backup after one killed in its physical backup: {}",
+        if said.contains("still going; waiting for it") {
+            "waited for the killed run's backup"
+        } else {
+            "the killed run's backup had ended"
+        }
     );
 
     made.extend((0..10).map(|_| pay()));
@@ -2293,5 +2368,5 @@ fn a_copy_in_an_s3_store_brings_a_database_back_after_both_its_volumes_are_lost(
     let mut expected = kept.clone();
     expected.insert(foreign);
     assert_eq!(store.keys("stk-e2e", &dumps), expected, "{said}");
-    assert_eq!(kept.len(), 4, "two dumps and their checksums: {kept:?}");
+    assert_eq!(kept.len(), 8, "four dumps and their checksums: {kept:?}");
 }

@@ -532,9 +532,7 @@ impl Watch {
             Ok(facts) => facts,
             Err(e) => return log(&format!("cannot check the backups for alerts: {e:#}")),
         };
-        if let Err(e) = super::doctor::read_archivers(ctx, config, &mut facts).await {
-            log(&format!("WAL archiving not checked: {e:#}"));
-        }
+        super::doctor::read_archivers(ctx, config, &mut facts).await;
         let now = Utc::now();
         let findings = doctor::judge(&facts, now, config.backup.max_age_hours);
         for finding in findings {
@@ -684,11 +682,19 @@ async fn take_physical(site: &Site, app: App, ctx: &super::Ctx) -> anyhow::Resul
     let spinner = ctx
         .ui
         .spinner(&format!("{label}: physical backup into the archive"));
-    let taken = archive::backup(&db).await;
+    let taken = archive::backup(&db, &|| {
+        spinner.suspend(|| ctx.ui.detail(&archive::waiting_line(app)));
+    })
+    .await;
     spinner.finish_and_clear();
-    let taken = taken.context(
-        "the physical backup into the archive failed (a stack made before archiving needs `stackctl up` once)",
-    )?;
+    let taken = taken.map_err(|e| {
+        let hint = if format!("{e:#}").contains("stanza-create") {
+            " (a stack made before archiving needs `stackctl up` once)"
+        } else {
+            ""
+        };
+        e.context(format!("the physical backup into the archive failed{hint}"))
+    })?;
     let said: Vec<String> = taken
         .iter()
         .map(|p| {

@@ -22,9 +22,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let config = ctx.config()?;
     let root = ctx.base_dir().join(&config.backup.dir);
     let mut facts = doctor::gather(&ctx.state, &root)?;
-    if let Err(e) = read_archivers(ctx, &config, &mut facts).await {
-        ctx.ui.detail(&format!("WAL archiving not checked: {e:#}"));
-    }
+    read_archivers(ctx, &config, &mut facts).await;
     let findings = doctor::judge(&facts, Utc::now(), config.backup.max_age_hours);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&findings)?);
@@ -46,21 +44,31 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     }
 }
 
-/// Fills in how each database's WAL archiving goes, where the engine answers within 20 s.
-pub async fn read_archivers(
-    ctx: &super::Ctx,
-    config: &StackConfig,
-    facts: &mut doctor::Facts,
-) -> anyhow::Result<()> {
+/// Fills in how each database's WAL archiving goes, where the engine answers within 20 s, and
+/// why not where it does not.
+pub async fn read_archivers(ctx: &super::Ctx, config: &StackConfig, facts: &mut doctor::Facts) {
     let read = async {
         let site = Site::connect(ctx, config).await?;
         for db in &mut facts.databases {
-            let at = site.database(db.app).await?;
-            db.archiver = Some(archive::archiver(&at, db.app).await?);
+            let read = async {
+                let at = site.database(db.app).await?;
+                archive::archiver(&at, db.app).await
+            };
+            match read.await {
+                Ok(archiver) => db.archiver = Some(archiver),
+                Err(e) => db.unchecked = Some(format!("{e:#}")),
+            }
         }
         anyhow::Ok(())
     };
-    tokio::time::timeout(std::time::Duration::from_secs(20), read)
-        .await
-        .map_err(|_| anyhow::anyhow!("the engine did not answer within 20 s"))?
+    let failed = match tokio::time::timeout(std::time::Duration::from_secs(20), read).await {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => format!("{e:#}"),
+        Err(_) => "the engine did not answer within 20 s".to_owned(),
+    };
+    for db in &mut facts.databases {
+        if db.archiver.is_none() && db.unchecked.is_none() {
+            db.unchecked = Some(failed.clone());
+        }
+    }
 }

@@ -289,7 +289,9 @@ async fn to_moment(
         for line in archive::set_aside_foreign(&db, app).await? {
             ctx.ui.step(&line);
         }
-        for line in archive::ensure(&db, app).await? {
+        for line in
+            archive::ensure(&db, app, &|| ctx.ui.detail(&archive::waiting_line(app))).await?
+        {
             ctx.ui.step(&line);
         }
         anyhow::Ok(())

@@ -75,7 +75,8 @@ pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         let db = database::of(app);
         db.ensure_app_role(&engine, db.container, secrets.app_password(app))
             .await?;
-        for line in archive::ensure(&Located::local(&engine, db.container), app).await? {
+        let at = Located::local(&engine, db.container);
+        for line in archive::ensure(&at, app, &|| ui.detail(&archive::waiting_line(app))).await? {
             ui.step(&line);
         }
     }
@@ -172,7 +173,7 @@ pub(super) async fn up_cluster(
         let at = swarm::running_container(&nodes, swarm::service_name(app.database())).await?;
         db.ensure_app_role(at.engine, &at.container, secrets.app_password(app))
             .await?;
-        for line in archive::ensure(&at, app).await? {
+        for line in archive::ensure(&at, app, &|| ui.detail(&archive::waiting_line(app))).await? {
             ui.step(&line);
         }
         if swarm::predates_database(manager, project, app).await? {
