@@ -117,9 +117,15 @@ async fn pgbackrest_when_free(
 async fn pgbackrest(at: &Located<'_>, args: &[&str]) -> anyhow::Result<String> {
     let mut cmd = vec!["pgbackrest"];
     cmd.extend_from_slice(args);
-    let (code, out) = at.engine.exec_as(&at.container, "postgres", &cmd).await?;
+    as_postgres(at, &cmd, &format!("pgbackrest {} failed", args.join(" "))).await
+}
+
+/// Runs `cmd` as postgres in the database container; its output, or an error that starts
+/// with `failure` and holds the output.
+async fn as_postgres(at: &Located<'_>, cmd: &[&str], failure: &str) -> anyhow::Result<String> {
+    let (code, out) = at.engine.exec_as(&at.container, "postgres", cmd).await?;
     if code != 0 {
-        bail!("pgbackrest {} failed: {}", args.join(" "), out.trim());
+        bail!("{failure}: {}", out.trim());
     }
     Ok(out)
 }
@@ -257,21 +263,16 @@ pub async fn ensure(at: &Located<'_>, app: App, waiting: &dyn Fn()) -> anyhow::R
         [Repo::Copy] => {
             // stanza-create works on every repository configured: the copy's settings are
             // left out of its environment.
-            let (code, out) = at
-                .engine
-                .exec_as(
-                    &at.container,
-                    "postgres",
-                    &[
-                        "sh",
-                        "-c",
-                        "unset $(env | sed -n 's/^\\(PGBACKREST_REPO2_[A-Z0-9_]*\\)=.*/\\1/p'); exec pgbackrest stanza-create",
-                    ],
-                )
-                .await?;
-            if code != 0 {
-                bail!("pgbackrest stanza-create failed: {}", out.trim());
-            }
+            as_postgres(
+                at,
+                &[
+                    "sh",
+                    "-c",
+                    "unset $(env | sed -n 's/^\\(PGBACKREST_REPO2_[A-Z0-9_]*\\)=.*/\\1/p'); exec pgbackrest stanza-create",
+                ],
+                "pgbackrest stanza-create failed",
+            )
+            .await?;
         }
         // The archive itself is another cluster's: nothing to archive to.
         _ => return Ok(lines),
@@ -314,24 +315,19 @@ pub async fn set_aside_foreign(at: &Located<'_>, app: App) -> anyhow::Result<Vec
         let root = held.repo.path();
         let aside = format!("main.{other}.{stamp}");
         // Both in one go: a repository with only one of the two is one pgBackRest cannot read.
-        let (code, out) = at
-            .engine
-            .exec_as(
-                &at.container,
-                "postgres",
-                &[
-                    "sh",
-                    "-c",
-                    "for kind in archive backup; do [ ! -e \"$1/$kind/main\" ] || mv -T \"$1/$kind/main\" \"$1/$kind/$2\" || exit; done",
-                    "sh",
-                    root,
-                    &aside,
-                ],
-            )
-            .await?;
-        if code != 0 {
-            bail!("cannot move the backups in {root} aside: {}", out.trim());
-        }
+        as_postgres(
+            at,
+            &[
+                "sh",
+                "-c",
+                "for kind in archive backup; do [ ! -e \"$1/$kind/main\" ] || mv -T \"$1/$kind/main\" \"$1/$kind/$2\" || exit; done",
+                "sh",
+                root,
+                &aside,
+            ],
+            &format!("cannot move the backups in {root} aside"),
+        )
+        .await?;
         lines.push(format!(
             "the {}'s backups of another {} database (system {other}) are kept aside in it, as archive/{aside} and backup/{aside}",
             held.repo.name(),
@@ -542,10 +538,7 @@ async fn hold_back_copy(at: &Located<'_>, hold: bool) -> anyhow::Result<()> {
     } else {
         &["rm", "-f", COPY_HELD_BACK]
     };
-    let (code, out) = at.engine.exec_as(&at.container, "postgres", cmd).await?;
-    if code != 0 {
-        bail!("cannot mark whether the copy is held back: {}", out.trim());
-    }
+    as_postgres(at, cmd, "cannot mark whether the copy is held back").await?;
     Ok(())
 }
 
