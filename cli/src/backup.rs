@@ -239,6 +239,15 @@ pub fn judge(backups: Vec<Backup>, retention: Retention, now: NaiveDateTime) -> 
         .collect()
 }
 
+/// What `retention` does not keep of `backups` (oldest first) at `now`.
+fn unkept(backups: Vec<Backup>, retention: Retention, now: NaiveDateTime) -> Vec<Backup> {
+    judge(backups, retention, now)
+        .into_iter()
+        .filter(|v| v.keep.is_none())
+        .map(|v| v.backup)
+        .collect()
+}
+
 /// Deletes the backups `retention` does not keep in the service's folder `dir` (under the
 /// backup root, or the copy's), never a file this tool did not name. Returns what it deleted
 /// (or would, `dry_run`).
@@ -249,11 +258,7 @@ pub fn prune(
     now: NaiveDateTime,
     dry_run: bool,
 ) -> anyhow::Result<Vec<Backup>> {
-    let old: Vec<Backup> = judge(list_in(dir, app)?, retention, now)
-        .into_iter()
-        .filter(|v| v.keep.is_none())
-        .map(|v| v.backup)
-        .collect();
+    let old = unkept(list_in(dir, app)?, retention, now);
     if !dry_run {
         for b in &old {
             fs::remove_file(&b.path)
@@ -612,11 +617,7 @@ impl StoreFolder {
             })
             .collect();
         found.sort_by_key(|b| b.taken);
-        let old: Vec<Backup> = judge(found, retention, now)
-            .into_iter()
-            .filter(|v| v.keep.is_none())
-            .map(|v| v.backup)
-            .collect();
+        let old = unkept(found, retention, now);
         if !dry_run {
             for b in &old {
                 let name = b

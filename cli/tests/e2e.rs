@@ -146,6 +146,27 @@ impl Stack {
         }
     }
 
+    /// Registers a user through the edge and logs in: its access token.
+    fn signed_up(&self, email: &str, phone: &str, password: &str) -> String {
+        let registered = self.https(
+            "POST",
+            "/a/auth/register",
+            None,
+            Some(&json!({"email": email, "phone": phone, "password": password})),
+        );
+        assert_eq!(registered.status, 201, "{}", registered.body);
+        let login = self.https(
+            "POST",
+            "/a/auth/login",
+            None,
+            Some(&json!({"identifier": email, "password": password})),
+        );
+        login.body["data"]["accessToken"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no access token: {}", login.body))
+            .to_owned()
+    }
+
     fn https(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Reply {
         let mut args = vec!["-X".to_owned(), method.to_owned()];
         if let Some(t) = token {
@@ -623,23 +644,7 @@ fn scale_and_rolling_replacement_fail_no_request() {
     }
 
     stack.ok(&["up"]);
-    let reg = stack.https(
-        "POST",
-        "/a/auth/register",
-        None,
-        Some(&json!({"email": "scale@example.com", "phone": "+256772555001", "password": "scale-password"})),
-    );
-    assert_eq!(reg.status, 201, "{}", reg.body);
-    let login = stack.https(
-        "POST",
-        "/a/auth/login",
-        None,
-        Some(&json!({"identifier": "scale@example.com", "password": "scale-password"})),
-    );
-    let token = login.body["data"]["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = stack.signed_up("scale@example.com", "+256772555001", "scale-password");
     let created = stack.https(
         "POST",
         "/b/payments",
@@ -1797,24 +1802,7 @@ fn point_in_time_recovery_after_losing_the_database_and_its_volume() {
         "{said}"
     );
 
-    let registered = stack.https(
-        "POST",
-        "/a/auth/register",
-        None,
-        Some(&json!({"email": "pitr@example.com", "phone": "+256772555301", "password": "pitr-password"})),
-    );
-    assert_eq!(registered.status, 201, "{}", registered.body);
-    let token = stack
-        .https(
-            "POST",
-            "/a/auth/login",
-            None,
-            Some(&json!({"identifier": "pitr@example.com", "password": "pitr-password"})),
-        )
-        .body["data"]["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = stack.signed_up("pitr@example.com", "+256772555301", "pitr-password");
     let pay = |stack: &Stack| -> Option<Acked> {
         let reply = stack.https(
             "POST",
@@ -2227,24 +2215,7 @@ fn a_copy_in_an_s3_store_brings_a_database_back_after_both_its_volumes_are_lost(
         "the archive's copy is in the store"
     );
 
-    let registered = stack.https(
-        "POST",
-        "/a/auth/register",
-        None,
-        Some(&json!({"email": "s3@example.com", "phone": "+256772555302", "password": "s3-copy-password"})),
-    );
-    assert_eq!(registered.status, 201, "{}", registered.body);
-    let token = stack
-        .https(
-            "POST",
-            "/a/auth/login",
-            None,
-            Some(&json!({"identifier": "s3@example.com", "password": "s3-copy-password"})),
-        )
-        .body["data"]["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = stack.signed_up("s3@example.com", "+256772555302", "s3-copy-password");
     let pay = || -> String {
         let reply = stack.https(
             "POST",
