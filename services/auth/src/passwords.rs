@@ -2,12 +2,17 @@
 //! instead of starving every other request of CPU, and a bounded queue so that past it a log-in
 //! is refused at once (503, retry) instead of waiting out the request timeout.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
 };
 
 use anyhow::Context;
+use prometheus::{Histogram, HistogramOpts};
+use svc_common::metrics::Metrics;
 use tokio::sync::Semaphore;
 
 use crate::domain::{Password, password::MAX_BYTES};
@@ -37,8 +42,10 @@ pub struct Passwords {
     cost: u32,
     slots: Arc<Semaphore>,
     /// Hashes running or waiting, and how many may.
-    queued: AtomicUsize,
+    queued: Arc<AtomicUsize>,
     queue_limit: usize,
+    /// Seconds each hash or check took on its core, the wait for the core left out.
+    hash_time: Histogram,
     /// Verified against when the user does not exist, so that answer takes as long as a wrong password.
     dummy_hash: String,
 }
@@ -55,10 +62,28 @@ impl Passwords {
         Ok(Self {
             cost,
             slots: Arc::new(Semaphore::new(cores)),
-            queued: AtomicUsize::new(0),
+            queued: Arc::new(AtomicUsize::new(0)),
             queue_limit: cores * (1 + QUEUE_PER_CORE),
+            hash_time: Histogram::with_opts(
+                HistogramOpts::new(
+                    "bcrypt_hash_seconds",
+                    "Time one password hash or check took on its core.",
+                )
+                .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            )?,
             dummy_hash,
         })
+    }
+
+    /// Publishes the queue's depth and the hashes' times.
+    pub fn register_metrics(&self, metrics: &Metrics) -> anyhow::Result<()> {
+        let queued = self.queued.clone();
+        metrics.gauge(
+            "bcrypt_queue_depth",
+            "Password hashes running or waiting for a core.",
+            move || queued.load(Ordering::Acquire) as f64,
+        )?;
+        metrics.register(self.hash_time.clone())
     }
 
     pub async fn hash(&self, password: Password) -> anyhow::Result<String> {
@@ -108,9 +133,15 @@ impl Passwords {
             .acquire()
             .await
             .context("password hashing pool closed")?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .context("password hashing task")
+        let hash_time = self.hash_time.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let done = work();
+            hash_time.observe(started.elapsed().as_secs_f64());
+            done
+        })
+        .await
+        .context("password hashing task")
     }
 }
 

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use sqlx::PgPool;
 use svc_common::{
     health::{self, Probe},
+    metrics::Metrics,
     startup::App,
 };
 use time::OffsetDateTime;
@@ -27,9 +28,13 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 pub async fn build(config: &Config, pool: PgPool) -> anyhow::Result<App> {
     migrate(&pool).await?;
     tokio::spawn(purge_expired(pool.clone()));
+    let metrics = Metrics::new()?;
+    metrics.watch_pool(&pool)?;
+    let passwords = Passwords::new(config.bcrypt_cost).await?;
+    passwords.register_metrics(&metrics)?;
     let state = AppState {
         pool,
-        passwords: Passwords::new(config.bcrypt_cost).await?,
+        passwords,
         access_tokens: AccessTokens::new(
             config.jwt_secret.expose().as_bytes(),
             &config.jwt_issuer,
@@ -45,6 +50,8 @@ pub async fn build(config: &Config, pool: PgPool) -> anyhow::Result<App> {
         "auth-svc",
         SocketAddr::new(config.host, config.port),
         router,
+        metrics,
+        config.metrics_port,
     )
     .await
 }

@@ -120,6 +120,70 @@ impl Leaving {
     }
 }
 
+/// A port, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsPort {
+    Off,
+    On(u16),
+}
+
+impl FromStr for MetricsPort {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "off" {
+            return Ok(Self::Off);
+        }
+        s.parse()
+            .map(Self::On)
+            .map_err(|_| format!("{s:?} is neither a port number nor `off`"))
+    }
+}
+
+/// `stackctl status` and anyone on the instance's host: prints what its metrics listener serves.
+#[derive(Debug, clap::Args)]
+pub struct MetricsArgs {
+    /// Port of the metrics listener.
+    #[arg(long, env = "METRICS_PORT")]
+    pub port: MetricsPort,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 3)]
+    pub timeout: u64,
+}
+
+impl MetricsArgs {
+    /// Prints the metrics; exit status 1, with the reason, when there are none.
+    pub async fn run(&self) -> std::process::ExitCode {
+        let MetricsPort::On(port) = self.port else {
+            eprintln!("metrics are off (METRICS_PORT=off)");
+            return std::process::ExitCode::FAILURE;
+        };
+        let url = format!("http://127.0.0.1:{port}/metrics");
+        let text = async {
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(self.timeout))
+                .build()?;
+            client
+                .get(&url)
+                .send()
+                .await?
+                .error_for_status()?
+                .text()
+                .await
+        };
+        match text.await {
+            Ok(text) => {
+                print!("{text}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{url}: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    }
+}
+
 /// The container health probe: `GET http://127.0.0.1:<port>/health` must answer 200.
 #[derive(Debug, clap::Args)]
 pub struct HealthcheckArgs {

@@ -8,6 +8,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod json;
+pub mod metrics;
 pub mod request_id;
 pub mod startup;
 pub mod telemetry;

@@ -22,7 +22,13 @@ use sqlx::{
 };
 use tokio::net::TcpListener;
 
-use crate::config::{HealthcheckArgs, Secret, SecretFiles, from_env, secrets_from_env_only};
+use crate::{
+    config::{
+        HealthcheckArgs, MetricsArgs, MetricsPort, Secret, SecretFiles, from_env,
+        secrets_from_env_only,
+    },
+    metrics::Metrics,
+};
 
 /// How long start-up waits for the database before giving up.
 const DATABASE_WAIT: Duration = Duration::from_secs(60);
@@ -153,27 +159,43 @@ fn is_transient(e: &sqlx::Error) -> bool {
             .is_some_and(|code| code == "57P03")
 }
 
-/// A router bound to its listener.
+/// A router bound to its listener, and the metrics to theirs.
 pub struct App {
     name: &'static str,
     listener: TcpListener,
     router: Router,
+    metrics: Option<(TcpListener, Router)>,
 }
 
 impl App {
-    /// Binds `addr` (port 0 picks a free one).
+    /// Binds `addr`, and `metrics_port` on the same host unless it is off, in which case the
+    /// requests are not counted either (port 0 picks a free one).
     pub async fn bind(
         name: &'static str,
         addr: SocketAddr,
         router: Router,
+        metrics: Arc<Metrics>,
+        metrics_port: MetricsPort,
     ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (is PORT already in use?)"))?;
+        let (router, metrics) = match metrics_port {
+            MetricsPort::Off => (router, None),
+            MetricsPort::On(port) => {
+                let at = SocketAddr::new(addr.ip(), port);
+                let listener = TcpListener::bind(at).await.with_context(|| {
+                    format!("cannot listen on {at} (is METRICS_PORT already in use?)")
+                })?;
+                let router = metrics.instrument(router);
+                (router, Some((listener, metrics.router())))
+            }
+        };
         Ok(Self {
             name,
             listener,
             router,
+            metrics,
         })
     }
 
@@ -181,13 +203,36 @@ impl App {
         self.listener.local_addr().map_or(0, |a| a.port())
     }
 
+    /// The metrics listener's port, when it is on.
+    pub fn metrics_port(&self) -> Option<u16> {
+        let (listener, _) = self.metrics.as_ref()?;
+        listener.local_addr().ok().map(|a| a.port())
+    }
+
     /// Serves until SIGTERM or Ctrl-C, and as long again as `leaving` says; in-flight requests
     /// finish first.
     pub async fn run_until_stopped(self, leaving: &crate::config::Leaving) -> anyhow::Result<()> {
-        tracing::info!(port = self.port(), "{} listening", self.name);
-        crate::http::serve(self.listener, self.router, leaving.stop_delay())
+        tracing::info!(
+            port = self.port(),
+            metrics_port = self.metrics_port(),
+            "{} listening",
+            self.name
+        );
+        // The metrics are answered until the service itself has finished.
+        let metrics = self.metrics.map(|(listener, router)| {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            })
+        });
+        let served = crate::http::serve(self.listener, self.router, leaving.stop_delay())
             .await
-            .context("serve HTTP")
+            .context("serve HTTP");
+        if let Some(task) = metrics {
+            task.abort();
+        }
+        served
     }
 }
 
@@ -203,6 +248,8 @@ enum Command<C: clap::Args> {
     Serve(C),
     /// Exit 0 when the instance on this host answers GET /health with 200 (container health check).
     Healthcheck(HealthcheckArgs),
+    /// Print the metrics of the instance on this host (Prometheus text format).
+    Metrics(MetricsArgs),
 }
 
 /// The whole `main` of a service: parses the command line, refuses secrets given as flags
@@ -239,6 +286,7 @@ where
     };
     let config = match cli.command {
         Some(Command::Healthcheck(args)) => return args.run().await,
+        Some(Command::Metrics(args)) => return args.run().await,
         Some(Command::Serve(config)) => {
             let flags = matches.subcommand_matches("serve");
             if let Err(msg) = flags.map_or(Ok(()), |m| secrets_from_env_only(m, secrets)) {

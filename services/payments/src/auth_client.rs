@@ -5,8 +5,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use prometheus::{IntCounter, IntCounterVec, Opts};
 use quick_cache::sync::Cache;
 use sha2::{Digest, Sha256};
+use svc_common::metrics::Metrics;
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,9 @@ pub struct AuthClient {
 struct TokenCache {
     entries: Cache<[u8; 32], (Instant, Uuid)>,
     ttl: Duration,
+    lookups: IntCounterVec,
+    hits: IntCounter,
+    misses: IntCounter,
 }
 
 impl AuthClient {
@@ -54,10 +59,25 @@ impl AuthClient {
             .pool_max_idle_per_host(0)
             .build()
             .context("build the auth service client")?;
-        let cache = (cache_secs > 0 && cache_capacity > 0).then(|| TokenCache {
-            entries: Cache::new(cache_capacity),
-            ttl: Duration::from_secs(cache_secs),
-        });
+        let cache = (cache_secs > 0 && cache_capacity > 0)
+            .then(|| {
+                let lookups = IntCounterVec::new(
+                    Opts::new(
+                        "auth_cache_lookups_total",
+                        "Token checks answered from the cache (hit) or sent to the auth service (miss).",
+                    ),
+                    &["result"],
+                )?;
+                Ok::<_, prometheus::Error>(TokenCache {
+                    entries: Cache::new(cache_capacity),
+                    ttl: Duration::from_secs(cache_secs),
+                    hits: lookups.with_label_values(&["hit"]),
+                    misses: lookups.with_label_values(&["miss"]),
+                    lookups,
+                })
+            })
+            .transpose()
+            .context("make the token cache's metrics")?;
         Ok(Self {
             http,
             fresh,
@@ -67,16 +87,29 @@ impl AuthClient {
         })
     }
 
+    /// Publishes the token cache's hits and misses (when the cache is on).
+    pub fn register_metrics(&self, metrics: &Metrics) -> anyhow::Result<()> {
+        match &self.cache {
+            Some(cache) => metrics.register(cache.lookups.clone()),
+            None => Ok(()),
+        }
+    }
+
     /// The id of the user the access token belongs to, as the auth service says.
     pub async fn authenticate(&self, token: &str) -> Result<Uuid, AuthError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(cache) = &self.cache
-            && let Some((expires, user)) = cache.entries.get(&key)
-        {
-            if Instant::now() < expires {
-                return Ok(user);
+        if let Some(cache) = &self.cache {
+            match cache.entries.get(&key) {
+                Some((expires, user)) if Instant::now() < expires => {
+                    cache.hits.inc();
+                    return Ok(user);
+                }
+                Some(_) => {
+                    cache.entries.remove(&key);
+                    cache.misses.inc();
+                }
+                None => cache.misses.inc(),
             }
-            cache.entries.remove(&key);
         }
 
         let res = self.ask_me(token).await?;

@@ -42,6 +42,10 @@ pub struct Config {
     /// Maximum PostgreSQL connections of this instance.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
     pub database_max_connections: u32,
+    /// Port of the metrics listener (`GET /metrics`, Prometheus text format) on HOST, or `off`
+    /// (nothing served, nothing counted). The edge routes only to PORT, never to this one.
+    #[arg(long, env = "METRICS_PORT", default_value = "9400")]
+    pub metrics_port: svc_common::config::MetricsPort,
     #[command(flatten)]
     pub leaving: svc_common::config::Leaving,
 }

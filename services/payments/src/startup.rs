@@ -5,6 +5,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use sqlx::PgPool;
 use svc_common::{
     health::{self, Probe},
+    metrics::Metrics,
     startup::App,
 };
 
@@ -23,13 +24,17 @@ const SWEEP_EVERY: Duration = Duration::from_secs(600);
 pub async fn build(config: &Config, pool: PgPool) -> anyhow::Result<App> {
     migrate(&pool).await?;
     tokio::spawn(sweep_idempotency_keys(pool.clone()));
+    let metrics = Metrics::new()?;
+    metrics.watch_pool(&pool)?;
+    let auth = AuthClient::new(
+        &config.auth_service_url,
+        Duration::from_millis(config.auth_timeout_ms),
+        config.auth_cache_secs,
+        config.auth_cache_capacity,
+    )?;
+    auth.register_metrics(&metrics)?;
     let state = AppState {
-        auth: AuthClient::new(
-            &config.auth_service_url,
-            Duration::from_millis(config.auth_timeout_ms),
-            config.auth_cache_secs,
-            config.auth_cache_capacity,
-        )?,
+        auth,
         pool,
         webhook_secret: config.webhook_secret.expose().as_bytes().to_vec(),
         webhook_tolerance_secs: config.webhook_tolerance_secs,
@@ -42,6 +47,8 @@ pub async fn build(config: &Config, pool: PgPool) -> anyhow::Result<App> {
         "payment-svc",
         SocketAddr::new(config.host, config.port),
         router,
+        metrics,
+        config.metrics_port,
     )
     .await
 }

@@ -1,6 +1,7 @@
 //! What the services' integration tests share.
 #![allow(clippy::unwrap_used)]
 
+use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue};
 use reqwest::{StatusCode, header::HeaderMap};
 use serde_json::Value;
 use sqlx::{
@@ -163,5 +164,46 @@ async fn pipe(mut client: TcpStream, target: String, mut up: watch::Receiver<boo
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
         () = cut => {}
+    }
+}
+
+/// What an instance's metrics listener serves, parsed.
+pub struct Scraped(MetricsExposition<PrometheusType, PrometheusValue>);
+
+impl Scraped {
+    /// `GET {base}/metrics`, which must answer 200 in the Prometheus text format.
+    pub async fn from(base: &str) -> Self {
+        let res = reqwest::get(format!("{base}/metrics")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let text = res.text().await.unwrap();
+        Self(openmetrics_parser::prometheus::parse_prometheus(&text).unwrap())
+    }
+
+    /// The value of the counter or gauge `name` whose labels are `labels`, or the count of the
+    /// histogram; 0 when there is none (a counter not yet incremented has no sample).
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let Some(family) = self.0.families.get(name) else {
+            return 0.0;
+        };
+        let found = family.iter_samples().find(|s| {
+            s.get_labelset().is_ok_and(|set| {
+                set.iter().count() == labels.len()
+                    && labels
+                        .iter()
+                        .all(|(k, v)| set.get_label_value(k) == Some(*v))
+            })
+        });
+        match found.map(|s| &s.value) {
+            None => 0.0,
+            Some(PrometheusValue::Counter(c)) => c.value.as_f64(),
+            Some(PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n)) => n.as_f64(),
+            Some(PrometheusValue::Histogram(h)) => h.count.unwrap_or_default() as f64,
+            Some(PrometheusValue::Summary(_)) => panic!("{name} is a summary"),
+        }
+    }
+
+    /// Whether a metric named `name` is there at all.
+    pub fn has(&self, name: &str) -> bool {
+        self.0.families.contains_key(name)
     }
 }

@@ -121,6 +121,7 @@ async fn serves_with_every_secret_from_a_file(pool: PgPool) {
         .env("DATABASE_URL_FILE", &url_file)
         .env("JWT_SECRET_FILE", &jwt_file)
         .env("PORT", port.to_string())
+        .env("METRICS_PORT", "off")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -142,6 +143,35 @@ async fn serves_with_every_secret_from_a_file(pool: PgPool) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     child.kill().await.unwrap();
+}
+
+#[sqlx::test(migrator = "auth_svc::startup::MIGRATOR")]
+async fn the_metrics_command_prints_what_the_instance_counted(pool: PgPool) {
+    let metrics_port = free_port().to_string();
+    let (_child, _, port) = start(&pool, &[("METRICS_PORT", &metrics_port)]).await;
+    reqwest::get(format!("http://127.0.0.1:{port}/health"))
+        .await
+        .unwrap();
+    let out = run(&[("METRICS_PORT", &metrics_port)], &["metrics"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("http_requests_total{")
+            && l.contains(r#"route="/health""#)
+            && l.contains(r#"status="200""#)),
+        "{text}"
+    );
+
+    let out = run(&[("METRICS_PORT", "off")], &["metrics"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("metrics are off"));
+    let out = run(&[("METRICS_PORT", "ninety")], &["metrics"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither a port number nor `off`"));
 }
 
 #[test]
@@ -178,6 +208,7 @@ async fn start(pool: &PgPool, env: &[(&str, &str)]) -> (tokio::process::Child, S
         .env("DATABASE_URL", &url)
         .env("JWT_SECRET", JWT_SECRET)
         .env("PORT", port.to_string())
+        .env("METRICS_PORT", free_port().to_string())
         .env("BCRYPT_COST", "12")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use auth_svc::{config::Config, startup};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use svc_common::config::Leaving;
+use svc_common::config::{Leaving, MetricsPort};
 pub use svc_test_support::{TestResponse, assert_error_envelope, error_fields};
 
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
@@ -14,6 +14,8 @@ pub const PASSWORD: &str = "correct horse battery";
 
 pub struct TestApp {
     pub base: String,
+    /// The metrics listener's base URL.
+    pub metrics: String,
     pub client: reqwest::Client,
     pub pool: PgPool,
 }
@@ -31,6 +33,7 @@ pub fn config() -> Config {
         test_mode: true,
         user_cache_ms: 0,
         database_max_connections: 5,
+        metrics_port: MetricsPort::On(0),
         leaving: Leaving::default(),
     }
 }
@@ -43,9 +46,14 @@ impl TestApp {
     pub async fn spawn_with(pool: PgPool, config: Config) -> Self {
         let app = startup::build(&config, pool.clone()).await.unwrap();
         let base = format!("http://127.0.0.1:{}", app.port());
+        let metrics = app
+            .metrics_port()
+            .map(|port| format!("http://127.0.0.1:{port}"))
+            .unwrap_or_default();
         tokio::spawn(async move { app.run_until_stopped(&Leaving::default()).await });
         Self {
             base,
+            metrics,
             client: reqwest::Client::new(),
             pool,
         }

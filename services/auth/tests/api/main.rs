@@ -8,5 +8,6 @@ mod health_docs;
 mod helpers;
 mod login;
 mod me;
+mod metrics;
 mod refresh;
 mod register;

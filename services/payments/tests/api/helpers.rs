@@ -12,7 +12,7 @@ use payment_svc::{config::Config, startup, webhook_signature};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use svc_common::config::Leaving;
+use svc_common::config::{Leaving, MetricsPort};
 pub use svc_test_support::{TestResponse, assert_error_envelope, error_fields};
 use tokio::process::{Child, Command};
 
@@ -21,6 +21,8 @@ const JWT_SECRET: &str = "payments-test-jwt-secret-0123456789";
 
 pub struct TestApp {
     pub base: String,
+    /// The metrics listener's base URL.
+    pub metrics: String,
     pub client: reqwest::Client,
     pub pool: PgPool,
     auth: Child,
@@ -65,6 +67,7 @@ async fn start_auth() -> (Child, String) {
         .env("DATABASE_URL", format!("{server}/{db}"))
         .env("JWT_SECRET", JWT_SECRET)
         .env("PORT", port.to_string())
+        .env("METRICS_PORT", "off")
         .env("HOST", "127.0.0.1")
         .env("BCRYPT_COST", "4")
         .env("AUTH_TEST_MODE", "true")
@@ -101,20 +104,31 @@ pub fn config(auth_base: &str) -> Config {
         auth_cache_capacity: 100,
         webhook_tolerance_secs: 300,
         database_max_connections: 10,
+        metrics_port: MetricsPort::On(0),
         leaving: Leaving::default(),
     }
 }
 
 impl TestApp {
     pub async fn spawn(pool: PgPool) -> Self {
+        Self::spawn_with(pool, |_| {}).await
+    }
+
+    /// The service with its configuration changed by `adjust`.
+    pub async fn spawn_with(pool: PgPool, adjust: impl FnOnce(&mut Config)) -> Self {
         let (auth, auth_base) = start_auth().await;
-        let app = startup::build(&config(&auth_base), pool.clone())
-            .await
-            .unwrap();
+        let mut config = config(&auth_base);
+        adjust(&mut config);
+        let app = startup::build(&config, pool.clone()).await.unwrap();
         let base = format!("http://127.0.0.1:{}", app.port());
+        let metrics = app
+            .metrics_port()
+            .map(|port| format!("http://127.0.0.1:{port}"))
+            .unwrap_or_default();
         tokio::spawn(async move { app.run_until_stopped(&Leaving::default()).await });
         Self {
             base,
+            metrics,
             client: reqwest::Client::new(),
             pool,
             auth,

@@ -6,6 +6,7 @@ mod create;
 mod database;
 mod helpers;
 mod idempotency;
+mod metrics;
 mod read;
 mod status;
 mod webhook;
