@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks the services against a real PostgreSQL, beside a yard-stick measured in the same run:
 # a stock nginx answering `return 200`, driven by the same load tool with the same connections.
-# Prints req/s, p50 and p99 per endpoint, the ratio to the yard-stick, and resident memory.
+# Prints req/s, p50 and p99 per endpoint, the ratio to the yard-stick, and resident memory; and
+# the cost of the metrics: the hot paths again on instances run with METRICS_PORT=off.
 #   setup/bench.sh                 all figures, 10 s per measurement
 #   BENCH_FLOOD_CONNECTIONS=512 setup/bench.sh   clients in the log-in flood (default 256)
 #   BENCH_DURATION=30 setup/bench.sh
@@ -75,15 +76,22 @@ CONF
 nginx -c "$work/nginx.conf" -p "$work"
 wait_http "http://127.0.0.1:$nginx_port/"
 
-echo "==> auth-svc (bcrypt cost $cost)" >&2
-auth_port=$(free_port 13000)
-DATABASE_URL="${db%/postgres}/auth" JWT_SECRET="bench-secret-bench-secret-bench-secret" \
-  PORT=$auth_port BCRYPT_COST=$cost RUST_LOG=warn \
-  ./target/release/auth-svc >"$work/auth.log" 2>&1 &
-auth_pid=$!
-pids+=("$auth_pid")
-auth="http://127.0.0.1:$auth_port"
-wait_http "$auth/health"
+echo "==> auth-svc (bcrypt cost $cost), and one with METRICS_PORT=off" >&2
+# start_auth METRICS_PORT: sets auth_pid and auth (its URL).
+start_auth() {
+  local port
+  port=$(free_port 13000)
+  DATABASE_URL="${db%/postgres}/auth" JWT_SECRET="bench-secret-bench-secret-bench-secret" \
+    PORT=$port METRICS_PORT=$1 BCRYPT_COST=$cost RUST_LOG=warn \
+    ./target/release/auth-svc >>"$work/auth.log" 2>&1 &
+  auth_pid=$!
+  pids+=("$auth_pid")
+  auth="http://127.0.0.1:$port"
+  wait_http "$auth/health"
+}
+start_auth off
+auth_off=$auth
+start_auth "$(free_port 19300)"
 
 credentials='{"identifier":"bench@example.com","password":"bench-password"}'
 curl -fs "$auth/auth/register" -H 'Content-Type: application/json' \
@@ -91,15 +99,22 @@ curl -fs "$auth/auth/register" -H 'Content-Type: application/json' \
 token=$(curl -fs "$auth/auth/login" -H 'Content-Type: application/json' -d "$credentials" |
   sed -E 's/.*"accessToken":"([^"]+)".*/\1/')
 
-echo "==> payment-svc" >&2
-pay_port=$(free_port 14000)
-DATABASE_URL="${db%/postgres}/payments" WEBHOOK_SECRET="bench-webhook-secret-0123456789" \
-  AUTH_SERVICE_URL="$auth" PORT=$pay_port RUST_LOG=warn \
-  ./target/release/payment-svc >"$work/payments.log" 2>&1 &
-pay_pid=$!
-pids+=("$pay_pid")
-pay="http://127.0.0.1:$pay_port"
-wait_http "$pay/health"
+echo "==> payment-svc, and one with METRICS_PORT=off" >&2
+# start_pay METRICS_PORT AUTH_URL: sets pay_pid and pay (its URL).
+start_pay() {
+  local port
+  port=$(free_port 14000)
+  DATABASE_URL="${db%/postgres}/payments" WEBHOOK_SECRET="bench-webhook-secret-0123456789" \
+    AUTH_SERVICE_URL="$2" PORT=$port METRICS_PORT=$1 RUST_LOG=warn \
+    ./target/release/payment-svc >>"$work/payments.log" 2>&1 &
+  pay_pid=$!
+  pids+=("$pay_pid")
+  pay="http://127.0.0.1:$port"
+  wait_http "$pay/health"
+}
+start_pay off "$auth_off"
+pay_off=$pay
+start_pay "$(free_port 19400)" "$auth"
 payment='{"amount":"12.50","currency":"USD","paymentMethod":"MOBILE_MONEY","customerPhone":"+256772123456"}'
 reference=$(curl -fs "$pay/payments" -H 'Content-Type: application/json' -H "Authorization: Bearer $token" \
   -d "$payment" | sed -E 's/.*"reference":"([^"]+)".*/\1/')
@@ -114,6 +129,14 @@ load "POST /auth/me" "$auth/auth/me" POST "" "$token"
 load "POST /payments" "$pay/payments" POST "$payment" "$token"
 load "GET /payments/{reference}" "$pay/payments/$reference" GET "" "$token"
 pay_peak=$(rss_kib "$pay_pid" VmHWM)
+# The same paths on the instances that count nothing, each beside a second run of the counted
+# one, so that each pair shares the machine's state of the moment.
+load "GET /health (metrics off)" "$auth_off/health"
+load "GET /health (metrics on)" "$auth/health"
+load "POST /auth/me (metrics off)" "$auth_off/auth/me" POST "" "$token"
+load "POST /auth/me (metrics on)" "$auth/auth/me" POST "" "$token"
+load "GET /payments/{reference} (metrics off)" "$pay_off/payments/$reference" GET "" "$token"
+load "GET /payments/{reference} (metrics on)" "$pay/payments/$reference" GET "" "$token"
 
 hash_ms=$(./target/release/examples/bcrypt_time "$cost" 20)
 load "POST /auth/login" "$auth/auth/login" POST "$credentials"
@@ -157,6 +180,16 @@ row "GET /payments/{reference}" "$(ratio "$(field "GET /payments/{reference}" 1)
 row "POST /auth/login" "$(ratio "$(field "POST /auth/login" 1)" "$bound") of bcrypt bound $bound/s (target >= 85 %)"
 row "GET /health under login load" "p99 target < 25 ms"
 row "GET /payments/{reference} under a log-in flood" "p99 target < 50 ms"
+echo
+echo "The metrics' cost: each path on an instance with METRICS_PORT=off, then on one that counts (target: on within 3 % of off)"
+echo
+echo "| path | off req/s | on req/s | on p99 ms | on vs off |"
+echo "|---|---|---|---|---|"
+for path in "GET /health" "POST /auth/me" "GET /payments/{reference}"; do
+  printf '| %s | %s | %s | %s | %s |\n' "$path" "$(field "$path (metrics off)" 1)" \
+    "$(field "$path (metrics on)" 1)" "$(field "$path (metrics on)" 3)" \
+    "$(ratio "$(field "$path (metrics on)" 1)" "$(field "$path (metrics off)" 1)")"
+done
 read -r f_rps f_p50 f_p99 f_failed f_total <<<"$flood_line"
 echo
 echo "log-in flood, $flood connections: $f_total answered in $((duration + 4)) s ($f_rps/s), p50 $f_p50 ms, p99 $f_p99 ms; $f_failed not 200 (503 past the hashing queue, or errors)"
