@@ -80,6 +80,17 @@ pub enum Health {
     Down,
 }
 
+impl Health {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Starting => "starting",
+            Self::Unhealthy => "unhealthy",
+            Self::Down => "down",
+        }
+    }
+}
+
 /// Puts back the health check of a service's spec read from the engine, from its label.
 pub fn restore_health_check(spec: &mut ServiceSpec) {
     let Some(saved) = spec
@@ -755,6 +766,7 @@ impl Engine {
         }
     }
 
+    /// What a container's health check last said, `Down` when it does not run or is not there.
     pub async fn health(&self, name: &str) -> anyhow::Result<Health> {
         let Some(c) = self.inspect(name).await? else {
             return Ok(Health::Down);

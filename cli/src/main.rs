@@ -18,12 +18,14 @@ mod database;
 mod docker;
 mod doctor;
 mod drill;
+mod history;
 mod images;
 mod nginx;
 mod rollout;
 mod s3;
 mod stack;
 mod state;
+mod status;
 mod swarm;
 mod ui;
 
@@ -55,8 +57,9 @@ struct Cli {
 enum Command {
     Up(commands::up::Args),
     Down(commands::down::Args),
-    #[command(alias = "status")]
     Ps(commands::ps::Args),
+    Status(commands::status::Args),
+    History(commands::history::Args),
     Scale(commands::scale::Args),
     Restart(commands::restart::Args),
     Backup(commands::backup::Args),
@@ -70,15 +73,33 @@ enum Command {
     Completions(commands::completions::Args),
 }
 
+impl Command {
+    /// Whether a run of it goes into the release history: those that change what runs.
+    fn recorded(&self) -> Option<commands::history::Recorded> {
+        use commands::history::Recorded;
+        match self {
+            Self::Up(_) => Some(Recorded::IfChanged),
+            Self::Scale(args) if !args.dry_run => Some(Recorded::Always),
+            Self::Restart(args) if !args.dry_run => Some(Recorded::Always),
+            Self::Restore(_) => Some(Recorded::Always),
+            Self::Certs(args) if args.force => Some(Recorded::Always),
+            _ => None,
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let explicit = cli.file != Path::new("stack.toml");
     let ctx = commands::Ctx::new(cli.file, explicit, cli.quiet);
+    let recorded = cli.command.recorded();
     let result = match cli.command {
         Command::Up(args) => commands::up::run(args, &ctx).await,
         Command::Down(args) => commands::down::run(args, &ctx).await,
         Command::Ps(args) => commands::ps::run(args, &ctx).await,
+        Command::Status(args) => commands::status::run(args, &ctx).await,
+        Command::History(args) => commands::history::run(args, &ctx),
         Command::Scale(args) => commands::scale::run(args, &ctx).await,
         Command::Restart(args) => commands::restart::run(args, &ctx).await,
         Command::Backup(args) => commands::backup::run(args, &ctx).await,
@@ -94,6 +115,14 @@ async fn main() -> ExitCode {
             Ok(())
         }
     };
+    if let Some(recorded) = recorded
+        && let Err(e) = commands::history::record(&ctx, recorded, &result).await
+    {
+        eprintln!(
+            "{} this change is not in the history: {e:#}",
+            console::style("warning:").bold().yellow()
+        );
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -66,7 +66,7 @@ impl Service {
 
 /// The application services: the ones that run several instances behind nginx, and that
 /// `scale` and `restart` take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum App {
     Auth,
     Payments,
@@ -105,6 +105,15 @@ impl App {
         }
     }
 
+    /// The port its instances serve their metrics on (the services' defaults), on the stack's
+    /// network only.
+    pub fn metrics_port(self) -> u16 {
+        match self {
+            Self::Auth => 9300,
+            Self::Payments => 9400,
+        }
+    }
+
     /// The container name of instance `n` (from 1): `app_a1`, `app_b3`.
     pub fn instance_name(self, n: u32) -> String {
         format!("{}{n}", self.prefix())
@@ -136,6 +145,7 @@ pub struct StackContainer {
     pub state: String,
     pub status: String,
     pub image: String,
+    pub image_id: String,
     /// Published ports as `ip:public->private`, sorted.
     pub ports: Vec<String>,
 }
@@ -174,6 +184,7 @@ impl StackContainer {
             state: c.state.map(|s| s.to_string()).unwrap_or_default(),
             status: c.status.unwrap_or_default(),
             image: c.image.unwrap_or_default(),
+            image_id: c.image_id.unwrap_or_default(),
             ports,
         }
     }
@@ -275,6 +286,7 @@ impl Plan {
                 url(App::Auth),
                 format!("JWT_SECRET={}", secrets.jwt_secret),
                 format!("PORT={}", App::Auth.port()),
+                format!("METRICS_PORT={}", App::Auth.metrics_port()),
                 format!("BCRYPT_COST={}", config.services.auth.bcrypt_cost),
                 format!(
                     "ACCESS_TOKEN_TTL_SECS={}",
@@ -298,6 +310,7 @@ impl Plan {
                 format!("WEBHOOK_SECRET={}", secrets.webhook_secret),
                 format!("AUTH_SERVICE_URL=http://{AUTH_ALIAS}:{}", App::Auth.port()),
                 format!("PORT={}", App::Payments.port()),
+                format!("METRICS_PORT={}", App::Payments.metrics_port()),
                 format!(
                     "AUTH_CACHE_SECS={}",
                     config.services.payments.auth_cache_secs

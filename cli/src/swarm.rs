@@ -1020,6 +1020,7 @@ fn app_spec(
     let port = app.port();
     let mut env = vec![
         format!("PORT={port}"),
+        format!("METRICS_PORT={}", app.metrics_port()),
         format!("DATABASE_URL_FILE={SECRETS_DIR}/database-url"),
         format!("STOP_DELAY_MS={}", STOP_DELAY.as_millis()),
         "RUST_LOG=info".to_owned(),

@@ -425,6 +425,57 @@ fn whole_stack_end_to_end() {
         assert_eq!(res.status, 200, "{path}: {}", res.body);
         assert_eq!(res.body["data"]["status"], "ok");
     }
+    // The instances' metrics are served on a port of their own, which the edge never routes to.
+    for path in ["/a/metrics", "/b/metrics"] {
+        let res = stack.https("GET", path, None, None);
+        assert_eq!(res.status, 404, "{path}: {}", res.body);
+        assert_eq!(res.body["message"], "Route not found", "{path}");
+    }
+    // `status` counts what the edge answered: the 12 health checks of each instance pair above
+    // at least, each instance's share, and the instances' own figures.
+    let status: Value = serde_json::from_str(&stack.ok(&["status", "--json"])).unwrap();
+    assert_eq!(status["schema"], 1);
+    for (i, service) in ["auth", "payments"].into_iter().enumerate() {
+        let s = &status["services"][i];
+        assert_eq!(s["service"], service);
+        assert!(s["traffic"]["requests"].as_u64().unwrap() >= 14, "{s}");
+        assert!(s["traffic"]["per_sec"].as_f64().unwrap() > 0.0, "{s}");
+        assert_eq!(s["traffic"]["share_5xx"], 0.0, "{s}");
+        assert_eq!(s["instances"].as_array().unwrap().len(), 2, "{s}");
+        for instance in s["instances"].as_array().unwrap() {
+            assert_eq!(instance["health"], "healthy", "{instance}");
+            assert!(
+                instance["traffic"]["requests"].as_u64().unwrap() >= 6,
+                "{instance}"
+            );
+            assert!(
+                instance["traffic"]["p99_ms"].as_f64().is_some(),
+                "{instance}"
+            );
+            assert!(
+                instance["metrics"]["pool_max"].as_u64().unwrap() > 0,
+                "{instance}"
+            );
+            assert!(
+                instance["metrics"]["memory_bytes"].as_u64().unwrap() > 1_000_000,
+                "{instance}"
+            );
+        }
+    }
+    assert!(status["edge"]["connections"].as_u64().is_some(), "{status}");
+    for db in status["databases"].as_array().unwrap() {
+        assert_eq!(db["health"], "healthy", "{db}");
+        assert!(db["size_bytes"].as_u64().unwrap() > 1_000_000, "{db}");
+        assert!(db["connections"].as_u64().unwrap() > 0, "{db}");
+    }
+    assert!(status["certificate"]["days_left"].as_i64().unwrap() > 300);
+    let screen = stack.ok(&["status"]);
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.starts_with("auth ") && l.contains("(all)")),
+        "{screen}"
+    );
     for path in ["/a/docs", "/b/docs"] {
         let res = stack.https("GET", path, None, None);
         assert_eq!(res.status, 200, "{path}");
@@ -532,6 +583,12 @@ fn whole_stack_end_to_end() {
     );
     assert_eq!(limited.body["success"], false);
     assert!(replies.iter().all(|r| r.status == 200 || r.status == 429));
+    // `status` shows the share of the service's requests the edge limited.
+    let status: Value = serde_json::from_str(&stack.ok(&["status", "--json"])).unwrap();
+    let limited_share = status["services"][0]["traffic"]["share_429"]
+        .as_f64()
+        .unwrap();
+    assert!(limited_share > 0.0, "{}", status["services"][0]);
 
     // A setting of one service recreates that service's containers only.
     std::fs::write(
@@ -549,6 +606,38 @@ fn whole_stack_end_to_end() {
         }
     }
 
+    // Each change of what runs is in the history, with what ran after it: the up refused for its
+    // port, the first up, the rate limit's edge change and the new bcrypt cost; not the up that
+    // changed nothing.
+    let history = |stack: &Stack| -> Vec<Value> {
+        serde_json::from_str(&stack.ok(&["history", "--json"])).unwrap()
+    };
+    let before_down = history(&stack);
+    let commands: Vec<&str> = before_down
+        .iter()
+        .map(|e| e["command"].as_str().unwrap())
+        .collect();
+    assert!(commands.iter().all(|c| *c == "up"), "{commands:?}");
+    assert_eq!(before_down.len(), 4, "{commands:?}");
+    assert!(
+        before_down[0]["error"].is_string(),
+        "the refused up is recorded"
+    );
+    let last = &before_down[before_down.len() - 1];
+    assert_eq!(last["error"], Value::Null);
+    assert_eq!(last["release"]["instances"]["auth"], 2);
+    assert!(
+        last["release"]["images"]["auth"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert_ne!(
+        before_down[before_down.len() - 2]["release"]["config_hash"],
+        last["release"]["config_hash"],
+        "the bcrypt cost changed the configuration"
+    );
+
     // Data survives down + up.
     stack.ok(&["down"]);
     assert!(stack.containers().is_empty());
@@ -564,6 +653,17 @@ fn whole_stack_end_to_end() {
         again.status, 200,
         "the user survived down/up: {}",
         again.body
+    );
+    let after_up = history(&stack);
+    assert_eq!(
+        after_up[..before_down.len()],
+        before_down[..],
+        "down keeps the history"
+    );
+    assert_eq!(
+        after_up.len(),
+        before_down.len() + 1,
+        "the up after down is a change"
     );
 
     stack.ok(&["down", "--volumes", "--yes"]);

@@ -16,7 +16,7 @@ use crate::{
 pub struct Args {
     /// Make a new certificate even if the current one is fine.
     #[arg(long)]
-    force: bool,
+    pub force: bool,
 }
 
 pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {

@@ -19,12 +19,14 @@ pub mod completions;
 pub mod config;
 pub mod doctor;
 pub mod down;
+pub mod history;
 pub mod logs;
 pub mod ps;
 pub mod restart;
 pub mod restore;
 pub mod scale;
 pub mod secrets;
+pub mod status;
 pub mod up;
 
 /// What every command gets: where the configuration is, and the output.

@@ -19,7 +19,7 @@ pub struct Args {
     service: App,
     /// Print the steps without changing anything.
     #[arg(long)]
-    dry_run: bool,
+    pub dry_run: bool,
 }
 
 pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {

@@ -25,7 +25,7 @@ pub struct Args {
     instances: u32,
     /// Print the steps without changing anything.
     #[arg(long)]
-    dry_run: bool,
+    pub dry_run: bool,
 }
 
 pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {

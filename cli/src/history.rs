@@ -1,0 +1,203 @@
+//! The release history: each change stackctl makes to what runs, as one JSON line appended to
+//! `.stackctl/history.jsonl` (never rewritten, kept by `down`), with what ran after it.
+
+use std::{collections::BTreeMap, io::Write};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use comfy_table::{Table, presets::NOTHING};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{config::StackConfig, state::StateDir};
+
+pub const FILE: &str = "history.jsonl";
+
+/// One command that changed, or tried to change, what runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub at: DateTime<Utc>,
+    /// Who ran it, and on which host.
+    pub user: String,
+    pub host: String,
+    /// Its arguments, as typed after `stackctl`.
+    pub command: String,
+    /// What ran once it had finished.
+    pub release: Release,
+    /// Why it failed; `None` when it succeeded.
+    pub error: Option<String>,
+}
+
+/// What runs: each service's image and instance count, and the configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    /// The image id each service's containers run, by service (`auth`, `auth-db`, `nginx` …);
+    /// several when a change was cut short, comma-separated.
+    pub images: BTreeMap<String, String>,
+    /// Instances running, by service.
+    pub instances: BTreeMap<String, u32>,
+    /// SHA-256 of the effective configuration (`stackctl config`), first 12 hex digits.
+    pub config_hash: String,
+}
+
+/// The hash a release records of `config`.
+pub fn config_hash(config: &StackConfig) -> anyhow::Result<String> {
+    let text = toml::to_string(config).context("serialise the configuration")?;
+    Ok(hex::encode(Sha256::digest(text.as_bytes()))[..12].to_owned())
+}
+
+/// The history, oldest first. A line that does not parse (cut short by a crash) is skipped.
+pub fn read(state: &StateDir) -> anyhow::Result<Vec<Entry>> {
+    let path = state.path(FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Appends `entry` in one write, synced to disk.
+pub fn append(state: &StateDir, entry: &Entry) -> anyhow::Result<()> {
+    state.ensure()?;
+    let path = state.path(FILE);
+    let mut line = serde_json::to_vec(entry)?;
+    line.push(b'\n');
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    file.write_all(&line)
+        .and_then(|()| file.sync_data())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Whether `entry` is worth recording after `previous`: a failure, or a change of what runs.
+/// An `up` that found everything as it should be changed nothing.
+pub fn changed(previous: Option<&Entry>, entry: &Entry) -> bool {
+    entry.error.is_some() || previous.is_none_or(|p| p.release != entry.release)
+}
+
+/// The history as a table, numbered from 1 (the numbers `rollback --to` takes).
+pub fn render(entries: &[Entry]) -> String {
+    let mut t = Table::new();
+    t.load_style(NOTHING);
+    t.set_header(vec![
+        "N",
+        "WHEN (UTC)",
+        "WHO",
+        "COMMAND",
+        "RESULT",
+        "AUTH",
+        "PAYMENTS",
+        "CONFIG",
+    ]);
+    for c in t.column_iter_mut() {
+        c.set_padding((0, 1));
+    }
+    for (n, e) in entries.iter().enumerate() {
+        let service = |name: &str| {
+            let count = e.release.instances.get(name).copied().unwrap_or(0);
+            let image = e.release.images.get(name).map_or("-", |id| short(id));
+            format!("{count}× {image}")
+        };
+        t.add_row(vec![
+            (n + 1).to_string(),
+            e.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            format!("{}@{}", e.user, e.host),
+            e.command.clone(),
+            e.error.as_ref().map_or("ok", |_| "failed").to_owned(),
+            service("auth"),
+            service("payments"),
+            e.release.config_hash.clone(),
+        ]);
+    }
+    t.lines().map(|l| l.trim_end().to_owned() + "\n").collect()
+}
+
+/// An image id's first 12 hex digits (`sha256:` left out).
+fn short(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex.get(..12).unwrap_or(hex)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(command: &str, auth: u32, image: &str, error: Option<&str>) -> Entry {
+        Entry {
+            at: "2026-11-27T07:00:00Z".parse().unwrap(),
+            user: "ops".to_owned(),
+            host: "edge1".to_owned(),
+            command: command.to_owned(),
+            release: Release {
+                images: BTreeMap::from([
+                    ("auth".to_owned(), format!("sha256:{image}")),
+                    ("payments".to_owned(), "sha256:0123456789abcdef".to_owned()),
+                ]),
+                instances: BTreeMap::from([("auth".to_owned(), auth), ("payments".to_owned(), 2)]),
+                config_hash: "9f86d081884c".to_owned(),
+            },
+            error: error.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn only_changes_and_failures_are_worth_a_line() {
+        let first = entry("up", 2, "aaaaaaaaaaaaaaaa", None);
+        assert!(changed(None, &first));
+        assert!(!changed(
+            Some(&first),
+            &entry("up", 2, "aaaaaaaaaaaaaaaa", None)
+        ));
+        assert!(changed(
+            Some(&first),
+            &entry("scale auth 3", 3, "aaaaaaaaaaaaaaaa", None)
+        ));
+        assert!(changed(
+            Some(&first),
+            &entry("up", 2, "bbbbbbbbbbbbbbbb", None)
+        ));
+        assert!(changed(
+            Some(&first),
+            &entry("up", 2, "aaaaaaaaaaaaaaaa", Some("port 80 taken"))
+        ));
+    }
+
+    #[test]
+    fn entries_survive_a_line_cut_short_and_list_numbered() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::beside(&dir.path().join("stack.toml"));
+        assert_eq!(read(&state).unwrap(), Vec::new());
+        let first = entry("up", 2, "aaaaaaaaaaaaaaaa", None);
+        let second = entry(
+            "scale auth 3",
+            3,
+            "aaaaaaaaaaaaaaaa",
+            Some("app_a3 did not become healthy"),
+        );
+        append(&state, &first).unwrap();
+        // A crash in the middle of a write leaves part of a line: it is skipped.
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(state.path(FILE))
+            .unwrap();
+        file.write_all(b"{\"at\":\"2026-11-27T07:0").unwrap();
+        file.write_all(b"\n").unwrap();
+        append(&state, &second).unwrap();
+        let read = read(&state).unwrap();
+        assert_eq!(read, vec![first, second]);
+        assert_eq!(
+            render(&read),
+            "\
+N WHEN (UTC)          WHO       COMMAND      RESULT AUTH            PAYMENTS        CONFIG
+1 2026-11-27 07:00:00 ops@edge1 up           ok     2× aaaaaaaaaaaa 2× 0123456789ab 9f86d081884c
+2 2026-11-27 07:00:00 ops@edge1 scale auth 3 failed 3× aaaaaaaaaaaa 2× 0123456789ab 9f86d081884c
+"
+        );
+    }
+}
