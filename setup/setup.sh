@@ -18,6 +18,7 @@ packages=(
   openssh-server openssh-client  # its ssh:// engine, sshd in a node's namespace only
   ca-certificates
   curl
+  tmux             # a real terminal for the interactive tests (psql, status --watch)
 )
 
 missing=()

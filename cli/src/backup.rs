@@ -919,7 +919,6 @@ pub async fn settle(
     }
 }
 
-/// One query in the service's database, as its owner; exit code and output.
 /// Runs `sql` with psql as the database's superuser; its exit code and unaligned output.
 pub async fn query(at: &Located<'_>, app: App, sql: &str) -> anyhow::Result<(i64, String)> {
     let db = database::of(app);

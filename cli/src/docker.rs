@@ -10,17 +10,18 @@ use bollard::{
     errors::Error as DockerError,
     exec::{CreateExecOptions, StartExecOptions, StartExecResults},
     models::{
-        ContainerCreateBody, ContainerInspectResponse, ContainerSummary, HealthConfig,
-        HealthStatusEnum, JoinTokens, NetworkCreateRequest, Node, NodeSpec, SecretSpec,
-        Service as SwarmService, ServiceSpec, SwarmInfo, SwarmInitRequest, SwarmJoinRequest, Task,
-        VolumeCreateRequest,
+        ContainerCreateBody, ContainerInspectResponse, ContainerSummary, EventMessage,
+        HealthConfig, HealthStatusEnum, JoinTokens, NetworkCreateRequest, Node, NodeSpec,
+        SecretSpec, Service as SwarmService, ServiceSpec, SwarmInfo, SwarmInitRequest,
+        SwarmJoinRequest, Task, VolumeCreateRequest,
     },
     query_parameters::{
-        BuildImageOptions, CreateContainerOptions, CreateImageOptions, ImportImageOptions,
-        InspectContainerOptions, ListConfigsOptions, ListContainersOptions, ListNetworksOptions,
-        ListNodesOptions, ListSecretsOptions, ListServicesOptions, ListTasksOptions,
-        ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveVolumeOptions,
-        StopContainerOptions, UpdateNodeOptions, UpdateServiceOptions, UploadToContainerOptions,
+        BuildImageOptions, CreateContainerOptions, CreateImageOptions, EventsOptions,
+        ImportImageOptions, InspectContainerOptions, ListConfigsOptions, ListContainersOptions,
+        ListNetworksOptions, ListNodesOptions, ListSecretsOptions, ListServicesOptions,
+        ListTasksOptions, ListVolumesOptions, LogsOptions, RemoveContainerOptions,
+        RemoveVolumeOptions, ResizeExecOptions, StopContainerOptions, UpdateNodeOptions,
+        UpdateServiceOptions, UploadToContainerOptions,
     },
 };
 use futures_util::{Stream, StreamExt, TryStreamExt};
@@ -78,6 +79,37 @@ pub enum Health {
     Unhealthy,
     /// Not running at all (exited, dead, created).
     Down,
+}
+
+/// An image stackctl built: its tag and its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltImage {
+    pub tag: String,
+    pub id: String,
+}
+
+impl BuiltImage {
+    /// The Debian base the others derive from.
+    pub fn is_base(&self) -> bool {
+        self.tag.starts_with("stackctl/base:")
+    }
+}
+
+/// The terminal in raw mode until dropped, also when the command fails.
+struct RawMode;
+
+impl RawMode {
+    fn enter() -> anyhow::Result<Self> {
+        crossterm::terminal::enable_raw_mode().context("put the terminal in raw mode")?;
+        Ok(Self)
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        // Nothing better can be done if the terminal refuses: the shell's `reset` fixes it.
+        let _ = crossterm::terminal::disable_raw_mode();
+    }
 }
 
 impl Health {
@@ -948,6 +980,111 @@ impl Engine {
             .unwrap_or(-1))
     }
 
+    /// Runs `cmd` as `user` on this process's standard input and output: with a terminal, in a
+    /// terminal of the same size (raw mode, so keys reach it as typed); without, as a pipe.
+    /// Returns its exit code.
+    pub async fn exec_attached(&self, name: &str, user: &str, cmd: &[&str]) -> anyhow::Result<i64> {
+        use std::io::IsTerminal;
+        use tokio::io::AsyncWriteExt;
+        let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+        let id = self
+            .docker
+            .create_exec(
+                name,
+                CreateExecOptions {
+                    cmd: Some(cmd.iter().map(|s| (*s).to_owned()).collect()),
+                    user: Some(user.to_owned()),
+                    attach_stdin: Some(true),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(tty),
+                    ..Default::default()
+                },
+            )
+            .await
+            .with_context(|| format!("exec in {name}"))?
+            .id;
+        let StartExecResults::Attached {
+            mut output,
+            input: mut stdin,
+        } = self
+            .docker
+            .start_exec(&id, None::<StartExecOptions>)
+            .await
+            .with_context(|| format!("exec in {name}"))?
+        else {
+            bail!("exec in {name} did not attach");
+        };
+        let _raw = if tty {
+            let (w, h) = crossterm::terminal::size().context("read the terminal's size")?;
+            self.docker
+                .resize_exec(
+                    &id,
+                    ResizeExecOptions {
+                        h: i32::from(h),
+                        w: i32::from(w),
+                    },
+                )
+                .await
+                .with_context(|| format!("size the terminal of {name}"))?;
+            Some(RawMode::enter()?)
+        } else {
+            None
+        };
+        // Input is read on a thread of its own, not the runtime's: a read of the terminal blocks
+        // until a key comes and cannot be cancelled, and the command may end first (`\q`).
+        let (keys, mut typed) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = vec![0; 4096];
+            let mut input = std::io::stdin().lock();
+            while let Ok(n @ 1..) = input.read(&mut buf) {
+                if keys.blocking_send(buf[..n].to_vec()).is_err() {
+                    return;
+                }
+            }
+        });
+        let feed = tokio::spawn(async move {
+            while let Some(bytes) = typed.recv().await {
+                if stdin.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            // End of input: the command sees it too.
+            let _ = stdin.shutdown().await;
+        });
+        let mut screen = tokio::io::stdout();
+        while let Some(frame) = output.next().await {
+            let bytes = frame
+                .with_context(|| format!("output of {name}"))?
+                .into_bytes();
+            screen.write_all(&bytes).await?;
+            screen.flush().await?;
+        }
+        feed.abort();
+        self.exit_code(&id, name).await
+    }
+
+    /// The events of the project's containers from now on, as they happen.
+    pub fn events(
+        &self,
+        project: &str,
+    ) -> impl Stream<Item = anyhow::Result<EventMessage>> + use<> {
+        let options = EventsOptions {
+            filters: Some(HashMap::from([
+                ("type".to_owned(), vec!["container".to_owned()]),
+                (
+                    "label".to_owned(),
+                    vec![format!("{LABEL_PROJECT}={project}")],
+                ),
+            ])),
+            ..Default::default()
+        };
+        self.docker
+            .events(Some(options))
+            .map(|e| e.context("the engine's event stream"))
+    }
+
     /// A container's log lines (stdout and stderr).
     pub fn logs(
         &self,
@@ -1035,21 +1172,27 @@ impl Engine {
         }
     }
 
-    /// Tags of the images stackctl built (repository `stackctl/…`), the base last since the
-    /// others derive from it.
-    pub async fn stack_images(&self) -> anyhow::Result<Vec<String>> {
+    /// The images stackctl built (repository `stackctl/…`), the base last since the others
+    /// derive from it.
+    pub async fn stack_images(&self) -> anyhow::Result<Vec<BuiltImage>> {
         let images = self
             .docker
             .list_images(None::<bollard::query_parameters::ListImagesOptions>)
             .await
             .context("list images")?;
-        let mut tags: Vec<String> = images
+        let mut built: Vec<BuiltImage> = images
             .into_iter()
-            .flat_map(|i| i.repo_tags)
-            .filter(|t| t.starts_with("stackctl/"))
+            .flat_map(|i| {
+                let id = i.id;
+                i.repo_tags.into_iter().map(move |tag| BuiltImage {
+                    tag,
+                    id: id.clone(),
+                })
+            })
+            .filter(|i| i.tag.starts_with("stackctl/"))
             .collect();
-        tags.sort_by_key(|t| t.starts_with("stackctl/base:"));
-        Ok(tags)
+        built.sort_by_key(|i| i.is_base());
+        Ok(built)
     }
 
     pub async fn remove_image(&self, tag: &str) -> anyhow::Result<()> {

@@ -1,7 +1,10 @@
 //! The release history: each change stackctl makes to what runs, as one JSON line appended to
 //! `.stackctl/history.jsonl` (never rewritten, kept by `down`), with what ran after it.
 
-use std::{collections::BTreeMap, io::Write};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::Write,
+};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -118,6 +121,23 @@ pub fn render(entries: &[Entry]) -> String {
     t.lines().map(|l| l.trim_end().to_owned() + "\n").collect()
 }
 
+/// The image ids the newest `keep` releases of each service ran, newest first: what `prune`
+/// keeps beside what containers use, so that a rollback finds them.
+pub fn recent_images(entries: &[Entry], keep: usize) -> BTreeSet<String> {
+    let mut kept: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for entry in entries.iter().rev() {
+        for (service, ids) in &entry.release.images {
+            let seen = kept.entry(service).or_default();
+            for id in ids.split(',').filter(|id| !id.is_empty()) {
+                if seen.len() < keep && !seen.contains(&id) {
+                    seen.push(id);
+                }
+            }
+        }
+    }
+    kept.into_values().flatten().map(str::to_owned).collect()
+}
+
 /// An image id's first 12 hex digits (`sha256:` left out).
 fn short(id: &str) -> &str {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
@@ -166,6 +186,40 @@ mod tests {
             Some(&first),
             &entry("up", 2, "aaaaaaaaaaaaaaaa", Some("port 80 taken"))
         ));
+    }
+
+    #[test]
+    fn the_newest_releases_of_each_service_keep_their_images() {
+        let entries: Vec<Entry> = ["a1", "a2", "a2", "a3", "a4", "a5", "a6"]
+            .into_iter()
+            .map(|image| entry("up", 2, image, None))
+            .collect();
+        let kept = recent_images(&entries, 3);
+        let expected: BTreeSet<String> = [
+            "sha256:a6",
+            "sha256:a5",
+            "sha256:a4",
+            "sha256:0123456789abcdef",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        assert_eq!(kept, expected);
+        // A change cut short ran two images at once: both count, the newer first.
+        let mut mixed = entry("up", 2, "b2", Some("cut short"));
+        mixed
+            .release
+            .images
+            .insert("auth".to_owned(), "sha256:b2,sha256:a6".to_owned());
+        let mut with_mixed = entries.clone();
+        with_mixed.push(mixed);
+        let kept = recent_images(&with_mixed, 2);
+        assert!(
+            kept.contains("sha256:b2") && kept.contains("sha256:a6"),
+            "{kept:?}"
+        );
+        assert!(!kept.contains("sha256:a5"), "{kept:?}");
+        assert!(recent_images(&[], 5).is_empty());
     }
 
     #[test]

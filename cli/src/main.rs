@@ -18,6 +18,7 @@ mod database;
 mod docker;
 mod doctor;
 mod drill;
+mod events;
 mod history;
 mod images;
 mod nginx;
@@ -60,6 +61,9 @@ enum Command {
     Ps(commands::ps::Args),
     Status(commands::status::Args),
     History(commands::history::Args),
+    Events(commands::events::Args),
+    Psql(commands::psql::Args),
+    Prune(commands::prune::Args),
     Scale(commands::scale::Args),
     Restart(commands::restart::Args),
     Backup(commands::backup::Args),
@@ -79,6 +83,7 @@ impl Command {
         use commands::history::Recorded;
         match self {
             Self::Up(_) => Some(Recorded::IfChanged),
+            Self::Down(_) => Some(Recorded::Always),
             Self::Scale(args) if !args.dry_run => Some(Recorded::Always),
             Self::Restart(args) if !args.dry_run => Some(Recorded::Always),
             Self::Restore(_) => Some(Recorded::Always),
@@ -100,6 +105,9 @@ async fn main() -> ExitCode {
         Command::Ps(args) => commands::ps::run(args, &ctx).await,
         Command::Status(args) => commands::status::run(args, &ctx).await,
         Command::History(args) => commands::history::run(args, &ctx),
+        Command::Events(args) => commands::events::run(args, &ctx).await,
+        Command::Psql(args) => commands::psql::run(args, &ctx).await,
+        Command::Prune(args) => commands::prune::run(args, &ctx).await,
         Command::Scale(args) => commands::scale::run(args, &ctx).await,
         Command::Restart(args) => commands::restart::run(args, &ctx).await,
         Command::Backup(args) => commands::backup::run(args, &ctx).await,

@@ -275,6 +275,70 @@ const ALL: [&str; 7] = [
     "nginx-proxy",
 ];
 
+/// stackctl in a real terminal of 80×24 (a tmux session of its own), then `exit status N`.
+struct Terminal {
+    session: String,
+}
+
+impl Terminal {
+    fn start(stack: &Stack, args: &str) -> Self {
+        // A server of its own each: a new one on the socket of one shutting down can fail.
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let session = format!("stackctl-e2e-{}-{n}", std::process::id());
+        let shell = format!(
+            "cd {} && {BIN} {args}; echo \"exit status $?\"; sleep 600",
+            stack.path().display()
+        );
+        let term = Self { session };
+        term.tmux(&[
+            "new-session",
+            "-d",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            "-s",
+            &term.session,
+            &shell,
+        ]);
+        term
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.session])
+            .args(args)
+            .output()
+            .expect("tmux is installed by setup/setup.sh");
+        assert!(out.status.success(), "tmux {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Presses `keys` (tmux key names: `C-c`, `Enter`), waits `secs` and returns the screen.
+    fn screen_after(&self, keys: &[&str], secs: u64) -> String {
+        for key in keys {
+            self.tmux(&["send-keys", "-t", &self.session, key]);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+        self.tmux(&["capture-pane", "-p", "-t", &self.session])
+    }
+
+    /// Types `line` as it is, then Enter; waits `secs` and returns the screen.
+    fn screen_after_line(&self, line: &str, secs: u64) -> String {
+        self.tmux(&["send-keys", "-t", &self.session, "-l", line]);
+        self.screen_after(&["Enter"], secs)
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.session, "kill-server"])
+            .output();
+    }
+}
+
 #[test]
 #[ignore = "needs the Docker engine and builds images; setup/test.sh runs it"]
 fn whole_stack_end_to_end() {
@@ -476,6 +540,51 @@ fn whole_stack_end_to_end() {
             .any(|l| l.starts_with("auth ") && l.contains("(all)")),
         "{screen}"
     );
+    // In a real terminal: status --watch redraws until Ctrl-C and gives the screen back; psql
+    // takes what is typed.
+    let term = Terminal::start(&stack, "status --watch --every 1");
+    let screen = term.screen_after(&[], 4);
+    assert!(screen.contains("SERVICE  INSTANCE"), "{screen}");
+    assert!(screen.contains("every 1 s, Ctrl-C to quit"), "{screen}");
+    let screen = term.screen_after(&["C-c"], 2);
+    assert!(screen.contains("exit status 0"), "{screen}");
+    assert!(
+        !screen.contains("SERVICE"),
+        "the alternate screen is gone: {screen}"
+    );
+    drop(term);
+    let term = Terminal::start(&stack, "psql payments");
+    let screen = term.screen_after(&[], 3);
+    assert!(screen.contains("payments=#"), "{screen}");
+    // `\g`, not a semicolon: tmux takes a final `;` for the end of its own command.
+    let screen = term.screen_after_line("SELECT 6 * 7 AS answer \\g", 2);
+    assert!(
+        screen.contains("answer") && screen.contains(" 42"),
+        "{screen}"
+    );
+    let screen = term.screen_after_line("\\q", 2);
+    assert!(screen.contains("exit status 0"), "{screen}");
+    drop(term);
+    // Without a terminal, psql reads standard input.
+    let mut piped = Command::new(BIN)
+        .current_dir(stack.path())
+        .args(["psql", "payments"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut piped.stdin.take().unwrap(),
+        b"SELECT count(*) AS made FROM payments;\n",
+    )
+    .unwrap();
+    let out = piped.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("made") && text.lines().any(|l| l.trim() == "1"),
+        "{text}"
+    );
     for path in ["/a/docs", "/b/docs"] {
         let res = stack.https("GET", path, None, None);
         assert_eq!(res.status, 200, "{path}");
@@ -590,13 +699,56 @@ fn whole_stack_end_to_end() {
         .unwrap();
     assert!(limited_share > 0.0, "{}", status["services"][0]);
 
-    // A setting of one service recreates that service's containers only.
+    // A setting of one service recreates that service's containers only, and `events` follows
+    // it: the instances replaced and their health, the up itself, none of the probes.
     std::fs::write(
         stack.path().join("stack.toml"),
         CONFIG.replace("bcrypt_cost = 10", "bcrypt_cost = 11"),
     )
     .unwrap();
+    let follower = Command::new(BIN)
+        .current_dir(stack.path())
+        .args(["events", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
     stack.ok(&["up"]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    signal(&follower, "-INT");
+    let followed = follower.wait_with_output().unwrap();
+    assert!(followed.status.success(), "{followed:?}");
+    let events: Vec<Value> = String::from_utf8_lossy(&followed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seen = |subject: &str, action: &str| {
+        events
+            .iter()
+            .any(|e| e["subject"].as_str().unwrap().starts_with(subject) && e["action"] == action)
+    };
+    for instance in ["app_a1", "app_a2"] {
+        for action in ["destroy", "create", "start", "health_status: healthy"] {
+            assert!(seen(instance, action), "{instance} {action}: {events:#?}");
+        }
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| e["source"] == "stackctl" && e["action"] == "up: ok"),
+        "{events:#?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["action"].as_str().unwrap().contains("exec")),
+        "{events:#?}"
+    );
+    assert!(
+        !events.iter().any(|e| e["subject"] == "auth-db"),
+        "{events:#?}"
+    );
     let after = ids(&stack);
     for ((name, old), (_, new)) in before.iter().zip(&after) {
         if name.starts_with("app_a") {
@@ -606,9 +758,9 @@ fn whole_stack_end_to_end() {
         }
     }
 
-    // Each change of what runs is in the history, with what ran after it: the up refused for its
-    // port, the first up, the rate limit's edge change and the new bcrypt cost; not the up that
-    // changed nothing.
+    // Each change of what runs is in the history, with what ran after it: the first down, the up
+    // refused for its port, the first up, the rate limit's edge change and the new bcrypt cost;
+    // not the up that changed nothing.
     let history = |stack: &Stack| -> Vec<Value> {
         serde_json::from_str(&stack.ok(&["history", "--json"])).unwrap()
     };
@@ -617,10 +769,9 @@ fn whole_stack_end_to_end() {
         .iter()
         .map(|e| e["command"].as_str().unwrap())
         .collect();
-    assert!(commands.iter().all(|c| *c == "up"), "{commands:?}");
-    assert_eq!(before_down.len(), 4, "{commands:?}");
+    assert_eq!(commands, ["down --volumes --yes", "up", "up", "up", "up"]);
     assert!(
-        before_down[0]["error"].is_string(),
+        before_down[1]["error"].is_string(),
         "the refused up is recorded"
     );
     let last = &before_down[before_down.len() - 1];
@@ -660,10 +811,66 @@ fn whole_stack_end_to_end() {
         before_down[..],
         "down keeps the history"
     );
+    let commands: Vec<&str> = after_up[before_down.len()..]
+        .iter()
+        .map(|e| e["command"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        after_up.len(),
-        before_down.len() + 1,
-        "the up after down is a change"
+        commands,
+        ["down", "up"],
+        "down and the up after it are changes"
+    );
+    assert_eq!(
+        after_up[before_down.len()]["release"]["instances"],
+        json!({})
+    );
+
+    // prune deletes an image of the stack's repositories that no release ran, and keeps those
+    // the containers and the recorded releases use.
+    let images = |repository: &str| -> BTreeSet<String> {
+        let out = Command::new("docker")
+            .args(["images", "--format", "{{.Tag}}", repository])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let running = Command::new("docker")
+        .args(["inspect", "--format", "{{.Config.Image}}", "app_a1"])
+        .output()
+        .unwrap();
+    let running = String::from_utf8_lossy(&running.stdout).trim().to_owned();
+    let mut stale = Command::new("docker")
+        .args(["build", "--quiet", "--tag", "stackctl/auth-svc:stale", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut stale.stdin.take().unwrap(),
+        format!("FROM {running}\nLABEL stale=yes\n").as_bytes(),
+    )
+    .unwrap();
+    assert!(stale.wait().unwrap().success());
+    let dry = stack.run(&["prune", "--dry-run"]);
+    let said = String::from_utf8_lossy(&dry.stderr);
+    assert!(
+        said.contains("would delete image stackctl/auth-svc:stale"),
+        "{said}"
+    );
+    assert!(!said.contains(&running), "{said}");
+    assert!(
+        images("stackctl/auth-svc").contains("stale"),
+        "a dry run deletes nothing"
+    );
+    stack.ok(&["prune"]);
+    let left = images("stackctl/auth-svc");
+    assert!(!left.contains("stale"), "{left:?}");
+    assert!(
+        left.contains(running.rsplit(':').next().unwrap()),
+        "{left:?}"
     );
 
     stack.ok(&["down", "--volumes", "--yes"]);

@@ -68,8 +68,8 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     }
     if args.images {
         for image in engine.stack_images().await? {
-            ctx.ui.step(&format!("deleting image {image}"));
-            engine.remove_image(&image).await?;
+            ctx.ui.step(&format!("deleting image {}", image.tag));
+            engine.remove_image(&image.tag).await?;
         }
     }
     ctx.ui.done();
@@ -141,8 +141,8 @@ async fn down_cluster(
         }
         if args.images {
             for image in engine.stack_images().await? {
-                ui.step(&format!("node {}: deleting image {image}", i + 1));
-                engine.remove_image(&image).await?;
+                ui.step(&format!("node {}: deleting image {}", i + 1, image.tag));
+                engine.remove_image(&image.tag).await?;
             }
         }
     }
@@ -150,8 +150,8 @@ async fn down_cluster(
         // Where they were built.
         let local = Engine::connect().await?;
         for image in local.stack_images().await? {
-            ui.step(&format!("deleting image {image}"));
-            local.remove_image(&image).await?;
+            ui.step(&format!("deleting image {}", image.tag));
+            local.remove_image(&image.tag).await?;
         }
     }
     for (i, why) in nodes.unreachable() {

@@ -10,8 +10,8 @@ use crate::{
     stack, swarm,
 };
 
-/// List the changes made to what runs (`up` that changed something, `scale`, `restart`,
-/// `restore`, `certs --force`), oldest first: when, who, the command, its result, each service's
+/// List the changes made to what runs (`up` that changed something, `down`, `scale`,
+/// `restart`, `restore`, `certs --force`), oldest first: when, who, the command, its result, each service's
 /// instances and image, and the configuration's hash. Kept in `.stackctl/history.jsonl`.
 #[derive(clap::Args)]
 #[command(
@@ -28,8 +28,9 @@ pub fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&entries)?);
     } else if entries.is_empty() {
-        ctx.ui
-            .step("no change recorded yet (up, scale, restart, restore and certs --force are)");
+        ctx.ui.step(
+            "no change recorded yet (up, down, scale, restart, restore and certs --force are)",
+        );
     } else {
         print!("{}", history::render(&entries));
     }

@@ -19,9 +19,12 @@ pub mod completions;
 pub mod config;
 pub mod doctor;
 pub mod down;
+pub mod events;
 pub mod history;
 pub mod logs;
+pub mod prune;
 pub mod ps;
+pub mod psql;
 pub mod restart;
 pub mod restore;
 pub mod scale;
@@ -87,6 +90,32 @@ impl Site {
             Self::Cluster(nodes) => {
                 swarm::running_container(nodes, swarm::service_name(app.database())).await
             }
+        }
+    }
+}
+
+/// Ctrl-C and SIGTERM, listened for from its making on: one that comes while the command is
+/// busy elsewhere is not lost, and neither ends the process before it has put things back.
+pub struct Stop {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    pub fn listen() -> anyhow::Result<Self> {
+        use anyhow::Context;
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("listen for Ctrl-C")?,
+            terminate: signal(SignalKind::terminate()).context("listen for SIGTERM")?,
+        })
+    }
+
+    /// Resolves when either has come.
+    pub async fn requested(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
     }
 }

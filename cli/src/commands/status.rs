@@ -77,18 +77,23 @@ async fn watch(
             "--watch redraws a terminal and there is none: use `stackctl status --json` in scripts"
         );
     }
+    let mut stop = super::Stop::listen()?;
     execute!(out, EnterAlternateScreen, Hide)?;
     let shown = async {
         loop {
-            let screen = match gather(ctx, config, engine).await {
+            let read = tokio::select! {
+                read = gather(ctx, config, engine) => read,
+                () = stop.requested() => return anyhow::Ok(()),
+            };
+            let screen = match read {
                 Ok(status) => status::render(&status),
                 Err(e) => format!("cannot read the stack: {e:#}\n"),
             };
             execute!(out, MoveTo(0, 0), Clear(ClearType::All))?;
             println!("{screen}every {} s, Ctrl-C to quit", every.as_secs());
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = tokio::signal::ctrl_c() => return anyhow::Ok(()),
+                () = tokio::time::sleep(every) => {}
+                () = stop.requested() => return anyhow::Ok(()),
             }
         }
     };
