@@ -2,7 +2,8 @@
 # Benchmarks the services against a real PostgreSQL, beside a yard-stick measured in the same run:
 # a stock nginx answering `return 200`, driven by the same load tool with the same connections.
 # Prints req/s, p50 and p99 per endpoint, the ratio to the yard-stick, and resident memory; and
-# the cost of the metrics: the hot paths again on instances run with METRICS_PORT=off.
+# the cost of the metrics: the hot paths alternated between instances run with METRICS_PORT=off
+# and instances that count.
 #   setup/bench.sh                 all figures, 10 s per measurement
 #   BENCH_FLOOD_CONNECTIONS=512 setup/bench.sh   clients in the log-in flood (default 256)
 #   BENCH_DURATION=30 setup/bench.sh
@@ -129,14 +130,20 @@ load "POST /auth/me" "$auth/auth/me" POST "" "$token"
 load "POST /payments" "$pay/payments" POST "$payment" "$token"
 load "GET /payments/{reference}" "$pay/payments/$reference" GET "" "$token"
 pay_peak=$(rss_kib "$pay_pid" VmHWM)
-# The same paths on the instances that count nothing, each beside a second run of the counted
-# one, so that each pair shares the machine's state of the moment.
-load "GET /health (metrics off)" "$auth_off/health"
-load "GET /health (metrics on)" "$auth/health"
-load "POST /auth/me (metrics off)" "$auth_off/auth/me" POST "" "$token"
-load "POST /auth/me (metrics on)" "$auth/auth/me" POST "" "$token"
-load "GET /payments/{reference} (metrics off)" "$pay_off/payments/$reference" GET "" "$token"
-load "GET /payments/{reference} (metrics on)" "$pay/payments/$reference" GET "" "$token"
+# The same paths on the instances that count nothing, alternated with the counted ones (off on
+# on off off on, 5 s each) so that the machine's drift weighs on both alike.
+compare() {
+  local name=$1 off=$2 on=$3 method=${4:-GET} token=${5:-} n=0 v url
+  for v in off on on off off on; do
+    n=$((n + 1))
+    url=$on
+    [[ $v == off ]] && url=$off
+    load "$name (metrics $v) $n" "$url" "$method" "" "$token" "$conns" 5
+  done
+}
+compare "GET /health" "$auth_off/health" "$auth/health"
+compare "POST /auth/me" "$auth_off/auth/me" "$auth/auth/me" POST "$token"
+compare "GET /payments/{reference}" "$pay_off/payments/$reference" "$pay/payments/$reference" GET "$token"
 
 hash_ms=$(./target/release/examples/bcrypt_time "$cost" 20)
 load "POST /auth/login" "$auth/auth/login" POST "$credentials"
@@ -181,14 +188,23 @@ row "POST /auth/login" "$(ratio "$(field "POST /auth/login" 1)" "$bound") of bcr
 row "GET /health under login load" "p99 target < 25 ms"
 row "GET /payments/{reference} under a log-in flood" "p99 target < 50 ms"
 echo
-echo "The metrics' cost: each path on an instance with METRICS_PORT=off, then on one that counts (target: on within 3 % of off)"
+echo "The metrics' cost: each path on an instance with METRICS_PORT=off and on one that counts, three rounds of 5 s each, alternated (target: on within 3 % of off)"
 echo
-echo "| path | off req/s | on req/s | on p99 ms | on vs off |"
-echo "|---|---|---|---|---|"
+# total NAME VARIANT: the req/s of its rounds, summed.
+total() {
+  local key sum=0
+  for key in "${!result[@]}"; do
+    [[ $key == "$1 (metrics $2) "* ]] || continue
+    sum=$(awk -v a="$sum" -v b="${result[$key]%% *}" 'BEGIN { print a + b }')
+  done
+  echo "$sum"
+}
+echo "| path | off req/s (sum of 3) | on req/s (sum of 3) | on vs off |"
+echo "|---|---|---|---|"
 for path in "GET /health" "POST /auth/me" "GET /payments/{reference}"; do
-  printf '| %s | %s | %s | %s | %s |\n' "$path" "$(field "$path (metrics off)" 1)" \
-    "$(field "$path (metrics on)" 1)" "$(field "$path (metrics on)" 3)" \
-    "$(ratio "$(field "$path (metrics on)" 1)" "$(field "$path (metrics off)" 1)")"
+  off_total=$(total "$path" off)
+  on_total=$(total "$path" on)
+  printf '| %s | %.0f | %.0f | %s |\n' "$path" "$off_total" "$on_total" "$(ratio "$on_total" "$off_total")"
 done
 read -r f_rps f_p50 f_p99 f_failed f_total <<<"$flood_line"
 echo

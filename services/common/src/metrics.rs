@@ -119,14 +119,12 @@ impl Metrics {
         Ok(text)
     }
 
-    /// `router` with every request counted and timed. The route template is read where the
-    /// request was routed (a route layer) and handed out in the response, so that the outer
-    /// layer also counts what never reached a route (404, 405) and what the layers between
-    /// answered (timeouts, panics).
+    /// `router` with every request counted and timed. A layer of the router wraps each route
+    /// (where the route template is known) and the fallback, outside the layers `finish` adds:
+    /// so it also counts what reached no route (404, 405) and what those layers answered
+    /// (timeouts, panics).
     pub fn instrument(&self, router: Router) -> Router {
-        router
-            .route_layer(middleware::from_fn(note_route))
-            .layer(middleware::from_fn_with_state(self.http.clone(), record))
+        router.layer(middleware::from_fn_with_state(self.http.clone(), record))
     }
 
     /// The metrics listener's router: `GET /metrics`.
@@ -147,26 +145,15 @@ async fn exposition(State(metrics): State<Arc<Metrics>>) -> Response {
     }
 }
 
-async fn note_route(req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let mut res = next.run(req).await;
-    if let Some(route) = route {
-        res.extensions_mut().insert(route);
-    }
-    res
-}
-
 async fn record(State(http): State<Http>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let started = Instant::now();
     let res = {
         let _in_flight = InFlight::enter(&http.in_flight);
         next.run(req).await
     };
-    let route = res
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED, MatchedPath::as_str);
+    let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
     http.latency
         .with_label_values(&[route])
         .observe(started.elapsed().as_secs_f64());
