@@ -827,7 +827,7 @@ impl Engine {
         user: &str,
         cmd: &[&str],
     ) -> anyhow::Result<(i64, String)> {
-        let id = self.create_exec(name, user, cmd, false).await?;
+        let id = self.create_exec(name, user, cmd, false, false).await?;
         let mut out = String::new();
         if let StartExecResults::Attached { mut output, .. } = self
             .docker
@@ -855,7 +855,7 @@ impl Engine {
         cmd: &[&str],
         mut sink: impl FnMut(&[u8]) -> anyhow::Result<()>,
     ) -> anyhow::Result<(i64, String)> {
-        let id = self.create_exec(name, user, cmd, false).await?;
+        let id = self.create_exec(name, user, cmd, false, false).await?;
         let mut stderr = String::new();
         if let StartExecResults::Attached { mut output, .. } = self
             .docker
@@ -891,7 +891,7 @@ impl Engine {
         mut seen: impl FnMut(&str),
     ) -> anyhow::Result<(i64, String)> {
         use tokio::io::AsyncWriteExt;
-        let id = self.create_exec(name, user, cmd, true).await?;
+        let id = self.create_exec(name, user, cmd, true, false).await?;
         let StartExecResults::Attached {
             mut output,
             input: mut stdin,
@@ -950,6 +950,7 @@ impl Engine {
         user: &str,
         cmd: &[&str],
         stdin: bool,
+        tty: bool,
     ) -> anyhow::Result<String> {
         Ok(self
             .docker
@@ -961,7 +962,7 @@ impl Engine {
                     attach_stdin: Some(stdin),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
-                    tty: Some(false),
+                    tty: Some(tty),
                     ..Default::default()
                 },
             )
@@ -987,23 +988,7 @@ impl Engine {
         use std::io::IsTerminal;
         use tokio::io::AsyncWriteExt;
         let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-        let id = self
-            .docker
-            .create_exec(
-                name,
-                CreateExecOptions {
-                    cmd: Some(cmd.iter().map(|s| (*s).to_owned()).collect()),
-                    user: Some(user.to_owned()),
-                    attach_stdin: Some(true),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    tty: Some(tty),
-                    ..Default::default()
-                },
-            )
-            .await
-            .with_context(|| format!("exec in {name}"))?
-            .id;
+        let id = self.create_exec(name, user, cmd, true, tty).await?;
         let StartExecResults::Attached {
             mut output,
             input: mut stdin,

@@ -26,11 +26,7 @@ pub struct Args {
 
 pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let config = ctx.config()?;
-    if config.cluster.is_some() {
-        bail!(
-            "events follows one host's engine and the stack here runs on a cluster: `stackctl ps` shows its tasks"
-        );
-    }
+    super::on_one_host(&config, "events", "`stackctl ps` shows its tasks")?;
     let engine = Engine::connect().await?;
     let mut engine_events = engine.events(&config.project);
     let print = |event: &Event| -> anyhow::Result<()> {

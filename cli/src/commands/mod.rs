@@ -94,6 +94,17 @@ impl Site {
     }
 }
 
+/// Refuses a command that reads one host's engine when the stack runs on a cluster, saying
+/// what to use there instead.
+pub fn on_one_host(config: &StackConfig, command: &str, instead: &str) -> anyhow::Result<()> {
+    if config.cluster.is_some() {
+        anyhow::bail!(
+            "{command} reads one host's engine and the stack here runs on a cluster: {instead}"
+        );
+    }
+    Ok(())
+}
+
 /// Ctrl-C and SIGTERM, listened for from its making on: one that comes while the command is
 /// busy elsewhere is not lost, and neither ends the process before it has put things back.
 pub struct Stop {

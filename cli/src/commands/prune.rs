@@ -2,8 +2,6 @@
 
 use std::collections::BTreeSet;
 
-use anyhow::bail;
-
 use crate::{docker::Engine, history, stack};
 
 /// Delete the images stackctl built that no container of the stack uses and that none of the
@@ -23,11 +21,11 @@ pub struct Args {
 
 pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let config = ctx.config()?;
-    if config.cluster.is_some() {
-        bail!(
-            "prune reads one host's engine and the stack here runs on a cluster: `stackctl down --images` deletes the images there"
-        );
-    }
+    super::on_one_host(
+        &config,
+        "prune",
+        "`stackctl down --images` deletes the images there",
+    )?;
     let _lock = ctx.state.lock()?;
     let engine = Engine::connect().await?;
     let in_use: BTreeSet<String> = stack::containers(&engine, &config.project)

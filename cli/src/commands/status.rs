@@ -41,11 +41,11 @@ pub struct Args {
 
 pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let config = ctx.config()?;
-    if config.cluster.is_some() {
-        bail!(
-            "status reads one host's engine and the stack here runs on a cluster: `stackctl ps` shows its tasks, `stackctl logs nginx` its requests"
-        );
-    }
+    super::on_one_host(
+        &config,
+        "status",
+        "`stackctl ps` shows its tasks, `stackctl logs nginx` its requests",
+    )?;
     let engine = Engine::connect().await?;
     if args.watch {
         return watch(ctx, &config, &engine, Duration::from_secs(args.every)).await;
