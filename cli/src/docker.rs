@@ -81,6 +81,12 @@ pub enum Health {
     Down,
 }
 
+/// A started exec's output, and its standard input.
+struct Attached {
+    output: std::pin::Pin<Box<dyn Stream<Item = Result<LogOutput, DockerError>> + Send>>,
+    input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
 /// An image stackctl built: its tag and its id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuiltImage {
@@ -892,17 +898,10 @@ impl Engine {
     ) -> anyhow::Result<(i64, String)> {
         use tokio::io::AsyncWriteExt;
         let id = self.create_exec(name, user, cmd, true, false).await?;
-        let StartExecResults::Attached {
+        let Attached {
             mut output,
             input: mut stdin,
-        } = self
-            .docker
-            .start_exec(&id, None::<StartExecOptions>)
-            .await
-            .with_context(|| format!("exec in {name}"))?
-        else {
-            bail!("exec in {name} did not attach");
-        };
+        } = self.start_attached(&id, name).await?;
         // Output is drained while input is written, so neither side can block the other.
         let write = async {
             let mut fed = anyhow::Ok(());
@@ -971,6 +970,19 @@ impl Engine {
             .id)
     }
 
+    /// Starts exec `id` with its standard input and output attached.
+    async fn start_attached(&self, id: &str, name: &str) -> anyhow::Result<Attached> {
+        match self
+            .docker
+            .start_exec(id, None::<StartExecOptions>)
+            .await
+            .with_context(|| format!("exec in {name}"))?
+        {
+            StartExecResults::Attached { output, input } => Ok(Attached { output, input }),
+            StartExecResults::Detached => bail!("exec in {name} did not attach"),
+        }
+    }
+
     async fn exit_code(&self, id: &str, name: &str) -> anyhow::Result<i64> {
         Ok(self
             .docker
@@ -989,17 +1001,10 @@ impl Engine {
         use tokio::io::AsyncWriteExt;
         let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
         let id = self.create_exec(name, user, cmd, true, tty).await?;
-        let StartExecResults::Attached {
+        let Attached {
             mut output,
             input: mut stdin,
-        } = self
-            .docker
-            .start_exec(&id, None::<StartExecOptions>)
-            .await
-            .with_context(|| format!("exec in {name}"))?
-        else {
-            bail!("exec in {name} did not attach");
-        };
+        } = self.start_attached(&id, name).await?;
         let _raw = if tty {
             let (w, h) = crossterm::terminal::size().context("read the terminal's size")?;
             self.docker

@@ -138,27 +138,24 @@ async fn gather(ctx: &super::Ctx, config: &StackConfig, engine: &Engine) -> anyh
 
     let answered = edge_answers(engine, at).await;
     let (edge_traffic, by_app, by_instance) = status::traffic(&answered, &addresses, WINDOW);
-    let metrics = join_all(instances.iter().map(|(_, name)| async move {
-        match engine.exec(name, &["/service", "metrics"]).await {
-            Ok((0, text)) => status::instance_metrics(&text),
-            _ => None,
-        }
-    }))
-    .await;
-    let healths = join_all(instances.iter().map(|(_, name)| health(name.clone()))).await;
-    let mut seen: Vec<(App, InstanceStatus)> = Vec::new();
-    for (((app, name), metrics), health) in instances.into_iter().zip(metrics).zip(healths) {
+    let seen: Vec<(App, InstanceStatus)> = join_all(instances.into_iter().map(|(app, name)| {
         let traffic = by_instance.get(&name).cloned().unwrap_or_default();
-        seen.push((
-            app,
-            InstanceStatus {
+        async move {
+            let metrics = match engine.exec(&name, &["/service", "metrics"]).await {
+                Ok((0, text)) => status::instance_metrics(&text),
+                _ => None,
+            };
+            let health = health(name.clone()).await;
+            let instance = InstanceStatus {
                 name,
                 health,
                 traffic,
                 metrics,
-            },
-        ));
-    }
+            };
+            (app, instance)
+        }
+    }))
+    .await;
     let services = App::ALL
         .into_iter()
         .map(|app| ServiceStatus {
