@@ -34,6 +34,7 @@ const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("STACKCTL_BACKUP_DIR", "backup.dir"),
     ("STACKCTL_ALERTS_WEBHOOK", "alerts.webhook"),
     ("STACKCTL_BCRYPT_COST", "services.auth.bcrypt_cost"),
+    ("STACKCTL_ROLLOUT_WATCH_SECS", "rollout.watch_secs"),
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -49,9 +50,21 @@ pub struct StackConfig {
     pub tls: Tls,
     pub images: Images,
     pub resources: Resources,
+    pub rollout: Rollout,
     /// The swarm's nodes; without it the stack runs on the local engine.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<Cluster>,
+}
+
+/// How `up` watches the services it changed on one host: a new instance that stops or turns
+/// unhealthy, or more than `max_5xx_percent` of a changed service's answers through the edge
+/// being 5xx, within `watch_secs` of the switch rolls the change back.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rollout {
+    /// 0 turns the watch off.
+    pub watch_secs: u32,
+    pub max_5xx_percent: f64,
 }
 
 /// What each container may use: memory (MiB, a hard limit), processes, and the auth
@@ -364,6 +377,7 @@ impl Default for StackConfig {
             tls: Tls::default(),
             images: Images::default(),
             resources: Resources::default(),
+            rollout: Rollout::default(),
             cluster: None,
         }
     }
@@ -437,6 +451,15 @@ impl Default for Tls {
     }
 }
 
+impl Default for Rollout {
+    fn default() -> Self {
+        Self {
+            watch_secs: 30,
+            max_5xx_percent: 1.0,
+        }
+    }
+}
+
 impl Default for Images {
     fn default() -> Self {
         Self {
@@ -460,6 +483,16 @@ impl StackConfig {
             App::Auth => self.services.auth.instances = n,
             App::Payments => self.services.payments.instances = n,
         }
+    }
+
+    /// `app`'s settings (its `[services.*]` table) as `other` has them, the count kept.
+    pub fn set_service_settings(&mut self, app: App, other: &Self) {
+        let instances = self.instances(app);
+        match app {
+            App::Auth => self.services.auth = other.services.auth.clone(),
+            App::Payments => self.services.payments = other.services.payments.clone(),
+        }
+        self.set_instances(app, instances);
     }
 
     /// Loads `path` when it exists (a missing default file means the defaults; a missing file
@@ -544,6 +577,12 @@ impl StackConfig {
             if mb < 64 {
                 bail!("{key}: must be at least 64 (MiB)");
             }
+        }
+        if self.rollout.watch_secs > 3600 {
+            bail!("rollout.watch_secs: must be at most 3600 (0 turns the watch off)");
+        }
+        if !(0.0..=100.0).contains(&self.rollout.max_5xx_percent) {
+            bail!("rollout.max_5xx_percent: must be from 0 to 100");
         }
         if r.pids < 64 {
             bail!("resources.pids: must be at least 64");
@@ -715,6 +754,11 @@ mod tests {
                 "nginx.rate_limit_per_minute",
             ),
             ("[backup]\ncron = \"0 2 * * *\"\n", "backup.cron"),
+            ("[rollout]\nwatch_secs = 7200\n", "rollout.watch_secs"),
+            (
+                "[rollout]\nmax_5xx_percent = 101.0\n",
+                "rollout.max_5xx_percent",
+            ),
             (
                 "[backup]\narchive_timeout_secs = 0\n",
                 "backup.archive_timeout_secs",

@@ -12,7 +12,11 @@ use comfy_table::{Table, presets::NOTHING};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{config::StackConfig, state::StateDir};
+use crate::{
+    config::StackConfig,
+    stack::App,
+    state::{StateDir, write_private},
+};
 
 pub const FILE: &str = "history.jsonl";
 
@@ -39,13 +43,19 @@ pub struct Release {
     pub images: BTreeMap<String, String>,
     /// Instances running, by service.
     pub instances: BTreeMap<String, u32>,
-    /// SHA-256 of the effective configuration (`stackctl config`), first 12 hex digits.
+    /// SHA-256 of the effective configuration (`stackctl config`) but its instance counts,
+    /// first 12 hex digits.
     pub config_hash: String,
 }
 
-/// The hash a release records of `config`.
+/// The hash a release records of `config`. Instance counts are left out: they are recorded
+/// on their own, and a rollback keeps them.
 pub fn config_hash(config: &StackConfig) -> anyhow::Result<String> {
-    let text = toml::to_string(config).context("serialise the configuration")?;
+    let mut settings = config.clone();
+    for app in App::ALL {
+        settings.set_instances(app, 0);
+    }
+    let text = toml::to_string(&settings).context("serialise the configuration")?;
     Ok(hex::encode(Sha256::digest(text.as_bytes()))[..12].to_owned())
 }
 
@@ -62,20 +72,65 @@ pub fn read(state: &StateDir) -> anyhow::Result<Vec<Entry>> {
     }
 }
 
-/// Appends `entry` in one write, synced to disk.
+/// Appends `entry` in one write, synced to disk. After a line cut short without its newline
+/// (a full disk) the entry starts a line of its own, so only the cut one is lost.
 pub fn append(state: &StateDir, entry: &Entry) -> anyhow::Result<()> {
     state.ensure()?;
     let path = state.path(FILE);
-    let mut line = serde_json::to_vec(entry)?;
-    line.push(b'\n');
     let mut file = std::fs::OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
+    let mut line = Vec::new();
+    if !ends_a_line(&mut file).with_context(|| format!("cannot read {}", path.display()))? {
+        line.push(b'\n');
+    }
+    serde_json::to_writer(&mut line, entry)?;
+    line.push(b'\n');
     file.write_all(&line)
         .and_then(|()| file.sync_data())
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Whether the file is empty or its last byte is a newline.
+fn ends_a_line(file: &mut std::fs::File) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    if file.seek(SeekFrom::End(0))? == 0 {
+        return Ok(true);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8];
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
+}
+
+/// Where the configuration each release ran with is kept, by its hash: what a rollback goes
+/// back to. Private, like the configuration's webhook address.
+const RELEASES: &str = "releases";
+
+/// Keeps `config` as the configuration of the releases with its hash; returns the hash.
+pub fn keep_config(state: &StateDir, config: &StackConfig) -> anyhow::Result<String> {
+    let hash = config_hash(config)?;
+    let path = state.path(&format!("{RELEASES}/{hash}.toml"));
+    if !path.exists() {
+        write_private(&path, toml::to_string(config)?.as_bytes())?;
+    }
+    Ok(hash)
+}
+
+/// The configuration kept for `hash`; `None` when none was (a release recorded before they
+/// were kept).
+pub fn kept_config(state: &StateDir, hash: &str) -> anyhow::Result<Option<StackConfig>> {
+    let path = state.path(&format!("{RELEASES}/{hash}.toml"));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text)
+            .map(Some)
+            .with_context(|| format!("{} is damaged", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
 }
 
 /// Whether `entry` is worth recording after `previous`: a failure, or a change of what runs.
@@ -144,11 +199,19 @@ fn short(id: &str) -> &str {
     hex.get(..12).unwrap_or(hex)
 }
 
+/// Entries for the tests of what reads the history.
 #[cfg(test)]
-mod tests {
+pub mod sample {
     use super::*;
 
-    fn entry(command: &str, auth: u32, image: &str, error: Option<&str>) -> Entry {
+    /// `command`'s entry: auth's instances, auth's and payments' images, the configuration.
+    pub fn entry(
+        command: &str,
+        auth: u32,
+        images: [&str; 2],
+        config_hash: &str,
+        error: Option<&str>,
+    ) -> Entry {
         Entry {
             at: "2026-11-27T07:00:00Z".parse().unwrap(),
             user: "ops".to_owned(),
@@ -156,14 +219,30 @@ mod tests {
             command: command.to_owned(),
             release: Release {
                 images: BTreeMap::from([
-                    ("auth".to_owned(), format!("sha256:{image}")),
-                    ("payments".to_owned(), "sha256:0123456789abcdef".to_owned()),
+                    ("auth".to_owned(), images[0].to_owned()),
+                    ("payments".to_owned(), images[1].to_owned()),
                 ]),
                 instances: BTreeMap::from([("auth".to_owned(), auth), ("payments".to_owned(), 2)]),
-                config_hash: "9f86d081884c".to_owned(),
+                config_hash: config_hash.to_owned(),
             },
             error: error.map(str::to_owned),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(command: &str, auth: u32, image: &str, error: Option<&str>) -> Entry {
+        let image = format!("sha256:{image}");
+        sample::entry(
+            command,
+            auth,
+            [&image, "sha256:0123456789abcdef"],
+            "9f86d081884c",
+            error,
+        )
     }
 
     #[test]
@@ -243,10 +322,14 @@ mod tests {
         file.write_all(b"{\"at\":\"2026-11-27T07:0").unwrap();
         file.write_all(b"\n").unwrap();
         append(&state, &second).unwrap();
+        // A full disk can cut a line before its newline: the next entry still gets its own.
+        file.write_all(b"{\"at\":\"2026-11-27T07:1").unwrap();
+        let third = entry("up", 2, "bbbbbbbbbbbbbbbb", None);
+        append(&state, &third).unwrap();
         let read = read(&state).unwrap();
-        assert_eq!(read, vec![first, second]);
+        assert_eq!(read, vec![first, second, third]);
         assert_eq!(
-            render(&read),
+            render(&read[..2]),
             "\
 N WHEN (UTC)          WHO       COMMAND      RESULT AUTH            PAYMENTS        CONFIG
 1 2026-11-27 07:00:00 ops@edge1 up           ok     2× aaaaaaaaaaaa 2× 0123456789ab 9f86d081884c

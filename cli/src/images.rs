@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     config::StackConfig,
     docker::Engine,
-    stack::{self, Service},
+    stack::{self, App, Service},
     ui::Ui,
 };
 
@@ -57,6 +57,21 @@ pub struct ImageSet {
 impl ImageSet {
     pub fn all(&self) -> [&str; 4] {
         [&self.postgres, &self.nginx, &self.auth, &self.payments]
+    }
+
+    /// The image of an application service.
+    pub fn app(&self, app: App) -> &str {
+        match app {
+            App::Auth => &self.auth,
+            App::Payments => &self.payments,
+        }
+    }
+
+    pub fn set_app(&mut self, app: App, image: String) {
+        match app {
+            App::Auth => self.auth = image,
+            App::Payments => self.payments = image,
+        }
     }
 }
 

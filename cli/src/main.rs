@@ -22,6 +22,7 @@ mod events;
 mod history;
 mod images;
 mod nginx;
+mod rollback;
 mod rollout;
 mod s3;
 mod stack;
@@ -66,6 +67,7 @@ enum Command {
     Prune(commands::prune::Args),
     Scale(commands::scale::Args),
     Restart(commands::restart::Args),
+    Rollback(commands::rollback::Args),
     Backup(commands::backup::Args),
     Restore(commands::restore::Args),
     Logs(commands::logs::Args),
@@ -86,7 +88,7 @@ impl Command {
             Self::Down(_) => Some(Recorded::Always),
             Self::Scale(args) if !args.dry_run => Some(Recorded::Always),
             Self::Restart(args) if !args.dry_run => Some(Recorded::Always),
-            Self::Restore(_) => Some(Recorded::Always),
+            Self::Restore(_) | Self::Rollback(_) => Some(Recorded::Always),
             Self::Certs(args) if args.force => Some(Recorded::Always),
             _ => None,
         }
@@ -110,6 +112,7 @@ async fn main() -> ExitCode {
         Command::Prune(args) => commands::prune::run(args, &ctx).await,
         Command::Scale(args) => commands::scale::run(args, &ctx).await,
         Command::Restart(args) => commands::restart::run(args, &ctx).await,
+        Command::Rollback(args) => commands::rollback::run(args, &ctx).await,
         Command::Backup(args) => commands::backup::run(args, &ctx).await,
         Command::Restore(args) => commands::restore::run(args, &ctx).await,
         Command::Logs(args) => commands::logs::run(args, &ctx).await,
@@ -123,7 +126,8 @@ async fn main() -> ExitCode {
             Ok(())
         }
     };
-    if let Some(recorded) = recorded
+    let refused = result.as_ref().is_err_and(|e| e.is::<commands::Refused>());
+    if let Some(recorded) = recorded.filter(|_| !refused)
         && let Err(e) = commands::history::record(&ctx, recorded, &result).await
     {
         eprintln!(

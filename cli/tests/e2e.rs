@@ -167,6 +167,21 @@ impl Stack {
             .to_owned()
     }
 
+    /// Creates a payment of `amount` USD through the edge: its reference.
+    fn paid(&self, token: &str, amount: &str) -> String {
+        let reply = self.https(
+            "POST",
+            "/b/payments",
+            Some(token),
+            Some(&json!({"amount": amount, "currency": "USD", "paymentMethod": "CARD", "customerPhone": "+254712345678"})),
+        );
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        reply.body["data"]["payment"]["reference"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     fn https(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Reply {
         let mut args = vec!["-X".to_owned(), method.to_owned()];
         if let Some(t) = token {
@@ -209,6 +224,63 @@ fn ids(stack: &Stack) -> Vec<(String, String)> {
         .collect();
     ids.sort();
     ids
+}
+
+/// `stackctl history`'s entries, oldest first.
+fn history(stack: &Stack) -> Vec<Value> {
+    serde_json::from_str(&stack.ok(&["history", "--json"])).unwrap()
+}
+
+/// `docker ARGS`' output, once it succeeded.
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A tag moved to another image, until dropped (passed or not: the other tests build on it).
+struct Retagged {
+    tag: String,
+    image: String,
+}
+
+impl Retagged {
+    /// `tag` on an image built `FROM image` with `dockerfile` after it.
+    fn build(image: &str, dockerfile: &str, tag: &str) -> Self {
+        build_from(image, dockerfile, tag);
+        Self {
+            tag: tag.to_owned(),
+            image: image.to_owned(),
+        }
+    }
+}
+
+impl Drop for Retagged {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["tag", &self.image, &self.tag])
+            .status();
+    }
+}
+
+/// Builds an image `FROM from` with `dockerfile` after it, tagged `tag`.
+fn build_from(from: &str, dockerfile: &str, tag: &str) {
+    let mut build = Command::new("docker")
+        .args(["build", "--quiet", "--tag", tag, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut build.stdin.take().unwrap(),
+        format!("FROM {from}\n{dockerfile}\n").as_bytes(),
+    )
+    .unwrap();
+    assert!(build.wait().unwrap().success());
 }
 
 /// Names of the engine's volumes and networks, through bollard.
@@ -761,9 +833,6 @@ fn whole_stack_end_to_end() {
     // Each change of what runs is in the history, with what ran after it: the first down, the up
     // refused for its port, the first up, the rate limit's edge change and the new bcrypt cost;
     // not the up that changed nothing.
-    let history = |stack: &Stack| -> Vec<Value> {
-        serde_json::from_str(&stack.ok(&["history", "--json"])).unwrap()
-    };
     let before_down = history(&stack);
     let commands: Vec<&str> = before_down
         .iter()
@@ -837,23 +906,8 @@ fn whole_stack_end_to_end() {
             .map(str::to_owned)
             .collect()
     };
-    let running = Command::new("docker")
-        .args(["inspect", "--format", "{{.Config.Image}}", "app_a1"])
-        .output()
-        .unwrap();
-    let running = String::from_utf8_lossy(&running.stdout).trim().to_owned();
-    let mut stale = Command::new("docker")
-        .args(["build", "--quiet", "--tag", "stackctl/auth-svc:stale", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(
-        &mut stale.stdin.take().unwrap(),
-        format!("FROM {running}\nLABEL stale=yes\n").as_bytes(),
-    )
-    .unwrap();
-    assert!(stale.wait().unwrap().success());
+    let running = docker(&["inspect", "--format", "{{.Config.Image}}", "app_a1"]);
+    build_from(&running, "LABEL stale=yes", "stackctl/auth-svc:stale");
     let dry = stack.run(&["prune", "--dry-run"]);
     let said = String::from_utf8_lossy(&dry.stderr);
     assert!(
@@ -952,17 +1006,7 @@ fn scale_and_rolling_replacement_fail_no_request() {
 
     stack.ok(&["up"]);
     let token = stack.signed_up("scale@example.com", "+256772555001", "scale-password");
-    let created = stack.https(
-        "POST",
-        "/b/payments",
-        Some(&token),
-        Some(&json!({"amount": "99.00", "currency": "USD", "paymentMethod": "CARD", "customerPhone": "+254712345678"})),
-    );
-    assert_eq!(created.status, 201, "{}", created.body);
-    let reference = created.body["data"]["payment"]["reference"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let reference = stack.paid(&token, "99.00");
 
     // The plan alone changes nothing.
     let plan = stack.ok(&["scale", "auth", "3", "--dry-run"]);
@@ -1207,19 +1251,7 @@ fn backup_and_restore_round_trip() {
             Some(&json!({"identifier": email, "password": "backup-password"})),
         )
     };
-    let pay = |token: &str| {
-        let reply = stack.https(
-            "POST",
-            "/b/payments",
-            Some(token),
-            Some(&json!({"amount": "42.00", "currency": "USD", "paymentMethod": "CARD", "customerPhone": "+254712345678"})),
-        );
-        assert_eq!(reply.status, 201, "{}", reply.body);
-        reply.body["data"]["payment"]["reference"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let pay = |token: &str| stack.paid(token, "42.00");
     register("kept@example.com", "+256772555101");
     let logged_in = login("kept@example.com");
     let token = logged_in.body["data"]["accessToken"]
@@ -2523,19 +2555,7 @@ fn a_copy_in_an_s3_store_brings_a_database_back_after_both_its_volumes_are_lost(
     );
 
     let token = stack.signed_up("s3@example.com", "+256772555302", "s3-copy-password");
-    let pay = || -> String {
-        let reply = stack.https(
-            "POST",
-            "/b/payments",
-            Some(&token),
-            Some(&json!({"amount": "9.00", "currency": "USD", "paymentMethod": "CARD", "customerPhone": "+254712345678"})),
-        );
-        assert_eq!(reply.status, 201, "{}", reply.body);
-        reply.body["data"]["payment"]["reference"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let pay = || stack.paid(&token, "9.00");
     let mut made: BTreeSet<String> = (0..10).map(|_| pay()).collect();
 
     let backup = stack.run(&["backup", "payments"]);
@@ -2647,4 +2667,188 @@ fn a_copy_in_an_s3_store_brings_a_database_back_after_both_its_volumes_are_lost(
     expected.insert(foreign);
     assert_eq!(store.keys("stk-e2e", &dumps), expected, "{said}");
     assert_eq!(kept.len(), 8, "four dumps and their checksums: {kept:?}");
+}
+
+/// The image ids the running instances of a service (`app_a`, `app_b`) run.
+fn images_of(stack: &Stack, prefix: &str) -> BTreeSet<String> {
+    running(stack, prefix)
+        .iter()
+        .map(|name| docker(&["inspect", "--format", "{{.Image}}", name]))
+        .collect()
+}
+
+#[test]
+#[ignore = "needs the Docker engine and builds images; setup/test.sh runs it"]
+fn a_failing_release_is_rolled_back_and_rollback_goes_back() {
+    let _engine = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let config = format!(
+        "{}[rollout]\nwatch_secs = 15\n",
+        loaded_config("e2e-rollback", 26)
+    );
+    let stack = Stack::new(&config);
+    let write = |config: &str| std::fs::write(stack.path().join("stack.toml"), config).unwrap();
+    stack.ok(&["down", "--volumes", "--yes"]);
+    stack.ok(&["up"]);
+    let token = stack.signed_up("rollback@example.com", "+256772555002", "rollback-password");
+    let reference = stack.paid(&token, "12.00");
+    let good = history(&stack).last().unwrap()["release"].clone();
+    let good_image = |service: &str| good["images"][service].as_str().unwrap().to_owned();
+    let tag = |name: &str| docker(&["inspect", "--format", "{{.Config.Image}}", name]);
+    let (auth_tag, payments_tag) = (tag("app_a1"), tag("app_b1"));
+    let rolled_back_to_good = |stack: &Stack, why: &str| {
+        let last = history(stack).last().unwrap().clone();
+        assert!(
+            last["error"].as_str().unwrap().contains(why),
+            "{}",
+            last["error"]
+        );
+        assert_eq!(last["release"]["images"], good["images"]);
+        assert_eq!(last["release"]["config_hash"], good["config_hash"]);
+        assert_eq!(images_of(stack, "app_a"), set(&[&good_image("auth")]));
+        assert_eq!(images_of(stack, "app_b"), set(&[&good_image("payments")]));
+    };
+
+    // A release whose auth instances cannot start: the service refuses a setting at start.
+    let bad = Retagged::build(
+        &good_image("auth"),
+        r#"CMD ["serve", "--bcrypt-cost", "3"]"#,
+        &auth_tag,
+    );
+    let longer_tokens = config.replace(
+        "bcrypt_cost = 10\n",
+        "bcrypt_cost = 10\naccess_token_ttl_secs = 901\n",
+    );
+    write(&longer_tokens);
+    let out = stack.run(&["up"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("rolling back to release") && said.contains("rolled back to release"),
+        "{said}"
+    );
+    rolled_back_to_good(&stack, "app_a3");
+    assert!(
+        stack
+            .ok(&["config"])
+            .contains("access_token_ttl_secs = 900")
+    );
+    // `up` again (a timer's, say) keeps the release rolled back to.
+    let before = ids(&stack);
+    let out = stack.run(&["up"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("as rolled back at"), "{said}");
+    assert_eq!(ids(&stack), before, "nothing was replaced");
+    // The sources fixed and the configuration as before: up rolls forward.
+    drop(bad);
+    write(&config);
+    let said = stack.run(&["up"]);
+    assert!(said.status.success());
+    assert!(String::from_utf8_lossy(&said.stderr).contains("rolling forward"));
+    assert!(!stack.path().join(".stackctl/rollback.json").exists());
+
+    // A release that answers 5xx on a route under load: payments pointed at no auth service.
+    let bad = Retagged::build(
+        &good_image("payments"),
+        r#"CMD ["serve", "--auth-service-url", "http://127.0.0.1:9"]"#,
+        &payments_tag,
+    );
+    let shorter_cache = format!("{config}[services.payments]\nauth_cache_secs = 4\n");
+    write(&shorter_cache);
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let reads = H2Load::start(
+        &stack.base(),
+        &token,
+        &[format!("/b/payments/{reference}")],
+        None,
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let out = stack.run(&["up"]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let counts = reads.finish();
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("payments answered 5xx"), "{said}");
+    rolled_back_to_good(&stack, "payments answered 5xx");
+    // No request failed but those the bad release answered itself: no connection error, no
+    // timeout, and every 5xx the edge logged is a 503 an instance answered (the auth check it
+    // could not make), none of nginx's own.
+    assert_eq!((counts.errored, counts.timeout), (0, 0), "{counts:?}");
+    assert_eq!(counts.failed, counts.status_5xx, "{counts:?}");
+    assert_eq!(counts.status_3xx + counts.status_4xx, 0, "{counts:?}");
+    assert!(counts.status_5xx > 0 && counts.status_2xx > 0, "{counts:?}");
+    let log = Command::new("docker")
+        .args(["logs", "--since", &since, "nginx-proxy"])
+        .output()
+        .unwrap();
+    let failed: Vec<Value> = String::from_utf8_lossy(&log.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["status"].as_u64().is_some_and(|s| s >= 500))
+        .collect();
+    assert!(!failed.is_empty());
+    for line in &failed {
+        assert_eq!(line["status"], 503, "{line}");
+        assert!(
+            line["upstream"].as_str().is_some_and(|u| u.contains(':')),
+            "{line}"
+        );
+    }
+    drop(bad);
+    write(&config);
+    stack.ok(&["up"]);
+
+    // By hand: a change that works, then back to the release before it, under load.
+    write(&config.replace("bcrypt_cost = 10\n", "bcrypt_cost = 11\n"));
+    stack.ok(&["up"]);
+    let releases = history(&stack);
+    let n = releases.len();
+    let (before, changed) = (&releases[n - 2]["release"], &releases[n - 1]["release"]);
+    assert_ne!(before["config_hash"], changed["config_hash"]);
+    for (args, code, why) in [
+        (
+            &["rollback", "--to", "0"][..],
+            1,
+            "--to 0: `stackctl history` lists releases 1 to",
+        ),
+        (&["rollback", "--to", "999"][..], 1, "--to 999"),
+        (
+            &["rollback", "--to", "3"][..],
+            1,
+            "--to 3: release 3 failed",
+        ),
+        (&["rollback", "nginx"][..], 2, "invalid value 'nginx'"),
+    ] {
+        let out = stack.run(args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    }
+    assert_eq!(
+        history(&stack).len(),
+        n,
+        "a refused rollback changes nothing"
+    );
+    let load = Load::start(&stack.base(), &token, &reference, "close", 0);
+    let kept_alive = Load::start(&stack.base(), &token, &reference, "keep-alive", 1);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    stack.ok(&["rollback", "auth"]);
+    let last = history(&stack).last().unwrap().clone();
+    assert_eq!(last["command"], "rollback auth");
+    assert_eq!(last["release"]["images"], before["images"]);
+    assert_eq!(last["release"]["config_hash"], before["config_hash"]);
+    assert!(stack.ok(&["config"]).contains("bcrypt_cost = 10"));
+    let to = n.to_string();
+    stack.ok(&["rollback", "auth", "--to", &to]);
+    let last = history(&stack).last().unwrap().clone();
+    assert_eq!(last["release"]["images"], changed["images"]);
+    assert_eq!(last["release"]["config_hash"], changed["config_hash"]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_all_served(&load.finish());
+    assert_all_served(&kept_alive.finish());
+    stack.ok(&["down", "--volumes", "--yes"]);
 }

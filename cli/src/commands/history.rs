@@ -83,7 +83,7 @@ async fn release(ctx: &super::Ctx) -> anyhow::Result<Release> {
     // A configuration that does not load (the command failed on it) has no hash.
     let config = ctx.config().ok();
     let config_hash = match &config {
-        Some(config) => history::config_hash(config)?,
+        Some(config) => history::keep_config(&ctx.state, config)?,
         None => String::new(),
     };
     let project = match &config {

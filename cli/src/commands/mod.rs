@@ -27,6 +27,7 @@ pub mod ps;
 pub mod psql;
 pub mod restart;
 pub mod restore;
+pub mod rollback;
 pub mod scale;
 pub mod secrets;
 pub mod status;
@@ -50,12 +51,18 @@ impl Ctx {
         }
     }
 
-    /// The effective configuration, with the instance counts `scale` set; a bad file is an
-    /// error that names the key.
+    /// The effective configuration: the instance counts `scale` set, and a rollback's
+    /// configuration while it holds; a bad file is an error that names the key.
     pub fn config(&self) -> anyhow::Result<StackConfig> {
-        let mut config = self.configured()?;
+        let configured = self.configured()?;
+        let mut config = configured.clone();
         self.state.scale()?.apply(&mut config);
-        Ok(config)
+        match crate::rollback::read(&self.state)? {
+            Some(pin) if pin.holds_over(&crate::history::config_hash(&configured)?) => {
+                pin.config(&self.state, &config)
+            }
+            _ => Ok(config),
+        }
     }
 
     /// The configuration as the file and environment give it, without what `scale` set.
@@ -93,6 +100,19 @@ impl Site {
         }
     }
 }
+
+/// What a command refused before it changed anything (bad input, nothing to do it on): no
+/// change, so no line in the history.
+#[derive(Debug)]
+pub struct Refused(pub anyhow::Error);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// Refuses a command that reads one host's engine when the stack runs on a cluster, saying
 /// what to use there instead.

@@ -136,7 +136,7 @@ async fn gather(ctx: &super::Ctx, config: &StackConfig, engine: &Engine) -> anyh
         }
     }
 
-    let answered = edge_answers(engine, at).await;
+    let answered = edge_answers(engine, at - WINDOW).await;
     let (edge_traffic, by_app, by_instance) = status::traffic(&answered, &addresses, WINDOW);
     let seen: Vec<(App, InstanceStatus)> = join_all(instances.into_iter().map(|(app, name)| {
         let traffic = by_instance.get(&name).cloned().unwrap_or_default();
@@ -214,9 +214,8 @@ async fn address(engine: &Engine, name: &str) -> anyhow::Result<Option<String>> 
         .filter(|ip| !ip.is_empty()))
 }
 
-/// What the edge answered in the window before `now`, from its access log.
-async fn edge_answers(engine: &Engine, now: DateTime<Utc>) -> Vec<Answered> {
-    let since = now - WINDOW;
+/// What the edge answered from `since` on, from its access log.
+pub(super) async fn edge_answers(engine: &Engine, since: DateTime<Utc>) -> Vec<Answered> {
     engine
         .logs(PROXY, false, None, Some(since.timestamp()))
         .filter_map(|chunk| async move { chunk.ok() })

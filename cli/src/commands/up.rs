@@ -1,8 +1,14 @@
 //! `stackctl up`: builds what is missing and makes the engine run the configured stack.
 
-use std::{net::TcpListener, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    net::TcpListener,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 
 use crate::{
     archive, certs,
@@ -10,44 +16,65 @@ use crate::{
     config::{CopyTo, StackConfig},
     database,
     docker::{Engine, Health, Located},
-    images, nginx,
-    rollout::{self, Replace, Rollout},
+    history, images, nginx,
+    rollback::{self, Inputs, Pin},
+    rollout::{self, Replace, Rollout, Step},
     s3,
     stack::{self, App, NETWORK, Outcome, PROXY, Plan, Service, Spec},
     state::write_with_mode,
+    status::{Traffic, WINDOW},
     swarm,
     ui::Ui,
 };
 
 /// Start the whole stack, or bring it in line with the configuration: images are built when
 /// missing, secrets and the certificate made once, and only containers whose settings changed are
-/// recreated. Waits until everything is healthy.
+/// recreated. Waits until everything is healthy. On a running stack it then watches the services
+/// it changed for `rollout.watch_secs`: a new instance that fails, or 5xx answers above
+/// `rollout.max_5xx_percent`, rolls the change back (and `up` keeps the rolled-back release until
+/// the configuration file or the sources change).
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  stackctl up                      start, or apply stack.toml changes\n  STACKCTL_HTTP_PORT=8080 STACKCTL_HTTPS_PORT=8443 stackctl up\n  stackctl -f prod.toml up"
+    after_help = "Examples:\n  stackctl up                      start, or apply stack.toml changes\n  STACKCTL_HTTP_PORT=8080 STACKCTL_HTTPS_PORT=8443 stackctl up\n  stackctl -f prod.toml up\n  stackctl up --roll-forward       try again what was rolled back"
 )]
-pub struct Args {}
+pub struct Args {
+    /// Run what the configuration file and the sources say even while a rollback holds.
+    #[arg(long)]
+    roll_forward: bool,
+}
 
-pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
+pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let config = ctx.config()?;
     let _lock = ctx.state.lock()?;
     if let Some(cluster) = &config.cluster {
         return up_cluster(ctx, &config, cluster).await;
     }
-    let ui = &ctx.ui;
+    if args.roll_forward && rollback::clear(&ctx.state)? {
+        ctx.ui
+            .step("rolling forward: running what the configuration file and the sources say");
+    }
     let engine = Engine::connect().await?;
-    check_ports(&engine, &config).await?;
+    local(ctx, &engine).await
+}
+
+/// `up` on one host. When the services' change fails or the watch after it sees them fail, the
+/// release before it is pinned and applied again, and the change's failure is returned.
+pub(super) async fn local(ctx: &super::Ctx, engine: &Engine) -> anyhow::Result<()> {
+    let ui = &ctx.ui;
+    let inputs = Target::resolve(ctx, engine).await?;
+    let Target {
+        config,
+        images,
+        pinned,
+        built,
+    } = inputs;
+    check_ports(engine, &config).await?;
     check_store(&config).await?;
 
     let secrets = ctx.state.secrets()?;
     let cert = certs::ensure(&ctx.state, &config.tls.names, false)?;
     if cert.renewed {
         ui.step(&format!("new TLS certificate {}", cert.cert_path.display()));
-    }
-    let images = images::ensure(&engine, &config, ui).await?;
-    for tag in images.all() {
-        let size = engine.image_size(tag).await?;
-        ui.detail(&format!("{tag}: {:.1} MB", size as f64 / 1e6));
     }
 
     engine.ensure_network(NETWORK, &config.project).await?;
@@ -69,30 +96,34 @@ pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         cert_renewed: cert.renewed,
     };
 
-    reconcile_group(&engine, &config, &plan.databases, ui).await?;
+    reconcile_group(engine, &config, &plan.databases, ui).await?;
     // The services connect as roles of their own, not as the clusters' superusers.
     for app in App::ALL {
         let db = database::of(app);
-        db.ensure_app_role(&engine, db.container, secrets.app_password(app))
+        db.ensure_app_role(engine, db.container, secrets.app_password(app))
             .await?;
-        let at = Located::local(&engine, db.container);
+        let at = Located::local(engine, db.container);
         for line in archive::ensure(&at, app, &|| ui.detail(&archive::waiting_line(app))).await? {
             ui.step(&line);
         }
     }
     // With the edge serving, instances change one at a time behind it, so an update fails no
     // request; without it there is nothing to keep serving and they start together.
+    let mut changed = Vec::new();
+    let mut previous = None;
+    let switched = Utc::now();
     if engine.health(PROXY).await? != Health::Down {
         // The edge first, routing to what serves now: a new edge (an older one routed by
         // reloads) must take the routes the instances' changes make.
         let routed = match nginx::routed(&edge.routes_path)? {
             Some(routes) => routes,
-            None => running_routes(&engine, &config.project).await?,
+            None => running_routes(engine, &config.project).await?,
         };
-        edge.update(&engine, &config, &routed, ui).await?;
-        let mut rollout = Rollout::new(&engine, edge.routes_path.clone(), routed, ui);
+        edge.update(engine, &config, &routed, ui).await?;
+        previous = Previous::capture(ctx, engine, &config.project).await?;
+        let mut rollout = Rollout::new(engine, edge.routes_path.clone(), routed, ui);
         for app in App::ALL {
-            let current = rollout::instances(&engine, &config.project, app).await?;
+            let current = rollout::instances(engine, &config.project, app).await?;
             let steps = rollout::plan(
                 app,
                 plan.app(app),
@@ -100,31 +131,307 @@ pub async fn run(_args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
                 rollout.routed().of(app),
                 Replace::Changed,
             );
-            rollout.run(steps).await?;
+            if steps.iter().any(|s| matches!(s, Step::Start(_))) {
+                changed.push(app);
+            }
+            if let Err(e) = rollout.run(steps).await {
+                return roll_back(ctx, engine, previous, built, format!("{e:#}")).await;
+            }
         }
     } else {
         for app in App::ALL {
-            reconcile_group(&engine, &config, &plan.app(app).wanted(), ui).await?;
+            reconcile_group(engine, &config, &plan.app(app).wanted(), ui).await?;
         }
         let routes = nginx::Routes {
             auth: App::Auth.instance_names(config.services.auth.instances),
             payments: App::Payments.instance_names(config.services.payments.instances),
         };
-        edge.update(&engine, &config, &routes, ui).await?;
+        edge.update(engine, &config, &routes, ui).await?;
     }
 
     // Whatever the plan no longer has goes, now that nothing routes to it.
     let wanted = plan.names();
-    for c in stack::containers(&engine, &config.project).await? {
+    for c in stack::containers(engine, &config.project).await? {
         if !wanted.contains(&c.name) {
             ui.step(&format!("removing {}", c.name));
             engine.remove(&c.name, stack::STOP_GRACE).await?;
         }
     }
 
+    // A rolled-back release is not watched: there is nothing better to go back to.
+    if !pinned && let Some(why) = watch(engine, &config, &changed, switched, ui).await? {
+        return roll_back(ctx, engine, previous, built, why).await;
+    }
     print_urls(&config);
     ui.done();
     Ok(())
+}
+
+/// What `up` runs: the configuration file and the images built from the sources, or a
+/// rollback's release while it holds over them.
+struct Target {
+    config: StackConfig,
+    images: images::ImageSet,
+    /// Whether a rollback's release runs.
+    pinned: bool,
+    /// What the file and the sources give: what a rollback made now holds over.
+    built: Inputs,
+}
+
+impl Target {
+    async fn resolve(ctx: &super::Ctx, engine: &Engine) -> anyhow::Result<Self> {
+        let ui = &ctx.ui;
+        let config = ctx.config()?;
+        let (mut images, built) = built(ctx, engine, &config).await?;
+        let pin = rollback::read(&ctx.state)?;
+        match pin {
+            Some(pin) if pin.holds_over(&built.config_hash) && pin.over.images == built.images => {
+                for app in App::ALL {
+                    if let Some(image) = pin.image(app) {
+                        images.set_app(app, image.to_owned());
+                    }
+                }
+                ui.step(&format!(
+                    "release {} runs, as rolled back at {} ({}); a change of the configuration file or the sources rolls forward, or `up --roll-forward`",
+                    pin.release,
+                    pin.at.format("%Y-%m-%d %H:%M UTC"),
+                    pin.reason
+                ));
+                Ok(Self {
+                    config,
+                    images,
+                    pinned: true,
+                    built,
+                })
+            }
+            Some(_) => {
+                rollback::clear(&ctx.state)?;
+                ui.step("rolling forward: the configuration file or the sources changed since the rollback");
+                // The configuration was the rollback's while the file had not changed.
+                let config = ctx.config()?;
+                let images = images::ensure(engine, &config, ui).await?;
+                Ok(Self {
+                    config,
+                    images,
+                    pinned: false,
+                    built,
+                })
+            }
+            None => Ok(Self {
+                config,
+                images,
+                pinned: false,
+                built,
+            }),
+        }
+    }
+}
+
+/// The images `config` runs (built when missing, their sizes said), and what the configuration
+/// file and the sources give: what a rollback holds over.
+pub(super) async fn built(
+    ctx: &super::Ctx,
+    engine: &Engine,
+    config: &StackConfig,
+) -> anyhow::Result<(images::ImageSet, Inputs)> {
+    let ui = &ctx.ui;
+    let images = images::ensure(engine, config, ui).await?;
+    for tag in images.all() {
+        let size = engine.image_size(tag).await?;
+        ui.detail(&format!("{tag}: {:.1} MB", size as f64 / 1e6));
+    }
+    let mut built = Inputs {
+        config_hash: history::config_hash(&ctx.configured()?)?,
+        images: BTreeMap::new(),
+    };
+    for app in App::ALL {
+        built.images.insert(
+            app.service().label().to_owned(),
+            engine.image_id(images.app(app)).await?,
+        );
+    }
+    Ok((images, built))
+}
+
+/// The release that ran before `up` changed the services: what a failed change goes back to.
+struct Previous {
+    /// Its history entry, numbered from 1.
+    release: usize,
+    config_hash: String,
+    /// What each service's lowest-numbered instance runs (its tag while that still names its
+    /// image, else its id), so that going back leaves an unchanged service's instances alone.
+    images: BTreeMap<String, String>,
+}
+
+impl Previous {
+    /// `None` when there is none to go back to: no history, or its configuration not kept.
+    async fn capture(
+        ctx: &super::Ctx,
+        engine: &Engine,
+        project: &str,
+    ) -> anyhow::Result<Option<Self>> {
+        let entries = history::read(&ctx.state)?;
+        let Some(last) = entries.last() else {
+            return Ok(None);
+        };
+        let config_hash = last.release.config_hash.clone();
+        if history::kept_config(&ctx.state, &config_hash)?.is_none() {
+            return Ok(None);
+        }
+        let containers = stack::containers(engine, project).await?;
+        let mut images = BTreeMap::new();
+        for app in App::ALL {
+            let lowest = containers
+                .iter()
+                .filter(|c| c.running)
+                .filter_map(|c| Some((c.instance_of(app)?, c)))
+                .min_by_key(|(n, _)| *n);
+            let Some((_, c)) = lowest else {
+                return Ok(None);
+            };
+            images.insert(app.service().label().to_owned(), c.image.clone());
+        }
+        Ok(Some(Self {
+            release: entries.len(),
+            config_hash,
+            images,
+        }))
+    }
+}
+
+/// Pins the release before the change and applies it again; returns the change's failure.
+async fn roll_back(
+    ctx: &super::Ctx,
+    engine: &Engine,
+    previous: Option<Previous>,
+    over: Inputs,
+    why: String,
+) -> anyhow::Result<()> {
+    let Some(previous) = previous else {
+        anyhow::bail!(
+            "{why}; there is no earlier release to roll back to (none in `stackctl history` with its configuration kept)"
+        );
+    };
+    ctx.ui.step(&format!(
+        "rolling back to release {}: {why}",
+        previous.release
+    ));
+    let pin = Pin {
+        release: previous.release,
+        reason: why.clone(),
+        at: Utc::now(),
+        config_hash: previous.config_hash,
+        images: previous.images,
+        over,
+    };
+    rollback::save(&ctx.state, &pin)?;
+    Box::pin(local(ctx, engine)).await.with_context(|| {
+        format!(
+            "{why}; rolling back to release {} failed too",
+            previous.release
+        )
+    })?;
+    anyhow::bail!(
+        "{why}: rolled back to release {}, which runs again; `stackctl up` keeps it until the configuration file or the sources change (or `up --roll-forward`)",
+        previous.release
+    )
+}
+
+/// Watches the services `up` changed for `rollout.watch_secs` after the switch (begun at
+/// `since`): why they should be rolled back, as soon as it shows.
+async fn watch(
+    engine: &Engine,
+    config: &StackConfig,
+    apps: &[App],
+    since: DateTime<Utc>,
+    ui: &Ui,
+) -> anyhow::Result<Option<String>> {
+    let secs = config.rollout.watch_secs;
+    if secs == 0 || apps.is_empty() {
+        return Ok(None);
+    }
+    let names = apps
+        .iter()
+        .map(|a| a.service().label())
+        .collect::<Vec<_>>()
+        .join(" and ");
+    let limit = config.rollout.max_5xx_percent;
+    ui.step(&format!(
+        "watching {names} for {secs} s: an instance failing, or over {limit} % of answers 5xx, rolls back (Ctrl-C ends the watch, keeping the change)"
+    ));
+    let spinner = ui.spinner(&format!("watching {names}"));
+    let mut stop = super::Stop::listen()?;
+    let deadline = Instant::now() + Duration::from_secs(secs.into());
+    loop {
+        if let Some(why) = failing(engine, config, apps, since).await? {
+            spinner.finish_and_clear();
+            ends_on_stop(stop);
+            return Ok(Some(why));
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::select! {
+            () = stop.requested() => {
+                spinner.finish_and_clear();
+                ui.step("watch ended on request: the change stays");
+                return Ok(None);
+            }
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    spinner.finish_and_clear();
+    ui.step(&format!(
+        "{names}: every instance healthy and 5xx within {limit} % for {secs} s"
+    ));
+    ends_on_stop(stop);
+    Ok(None)
+}
+
+/// Ctrl-C or SIGTERM from now on end the process, as before they were listened for: what
+/// follows a watch (a rollback, the pin saved first) is finished by the next `up`.
+fn ends_on_stop(mut stop: super::Stop) {
+    tokio::spawn(async move {
+        stop.requested().await;
+        eprintln!("interrupted: `stackctl up` finishes what was under way");
+        std::process::exit(130);
+    });
+}
+
+/// Why the changed services fail now, if they do.
+async fn failing(
+    engine: &Engine,
+    config: &StackConfig,
+    apps: &[App],
+    since: DateTime<Utc>,
+) -> anyhow::Result<Option<String>> {
+    for app in apps {
+        for instance in rollout::instances(engine, &config.project, *app).await? {
+            match engine.health(&instance.name).await? {
+                Health::Unhealthy => {
+                    return Ok(Some(format!("{} turned unhealthy", instance.name)));
+                }
+                Health::Down => return Ok(Some(format!("{} stopped", instance.name))),
+                Health::Healthy | Health::Starting => {}
+            }
+        }
+    }
+    let answers = super::status::edge_answers(engine, since).await;
+    for app in apps {
+        let own = answers.iter().filter(|a| a.app == Some(*app));
+        let traffic = Traffic::of(own.map(|a| (a.status, a.secs)), WINDOW);
+        let percent = traffic.share_5xx * 100.0;
+        if percent > config.rollout.max_5xx_percent {
+            let failed = (traffic.share_5xx * traffic.requests as f64).round();
+            return Ok(Some(format!(
+                "{} answered 5xx to {failed} of {} requests through the edge since the switch ({percent:.1} %, limit {} %)",
+                app.service().label(),
+                traffic.requests,
+                config.rollout.max_5xx_percent
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// `up` on a swarm: images built here and loaded into the nodes, then the services in start
