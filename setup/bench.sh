@@ -92,6 +92,7 @@ start_auth() {
 }
 start_auth off
 auth_off=$auth
+auth_off_pid=$auth_pid
 start_auth "$(free_port 19300)"
 
 credentials='{"identifier":"bench@example.com","password":"bench-password"}'
@@ -115,6 +116,7 @@ start_pay() {
 }
 start_pay off "$auth_off"
 pay_off=$pay
+pay_off_pid=$pay_pid
 start_pay "$(free_port 19400)" "$auth"
 payment='{"amount":"12.50","currency":"USD","paymentMethod":"MOBILE_MONEY","customerPhone":"+256772123456"}'
 reference=$(curl -fs "$pay/payments" -H 'Content-Type: application/json' -H "Authorization: Bearer $token" \
@@ -131,19 +133,26 @@ load "POST /payments" "$pay/payments" POST "$payment" "$token"
 load "GET /payments/{reference}" "$pay/payments/$reference" GET "" "$token"
 pay_peak=$(rss_kib "$pay_pid" VmHWM)
 # The same paths on the instances that count nothing, alternated with the counted ones (off on
-# on off off on, 5 s each) so that the machine's drift weighs on both alike.
+# on off off on, 5 s each) so that the machine's drift weighs on both alike. Beside req/s, the
+# CPU time the instance itself spent per request: what the metrics add, less shaken by the
+# machine's other tenants than throughput is.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+declare -A cpu
 compare() {
-  local name=$1 off=$2 on=$3 method=${4:-GET} token=${5:-} n=0 v url
+  local name=$1 off=$2 on=$3 off_pid=$4 on_pid=$5 method=${6:-GET} token=${7:-} n=0 v url pid before
   for v in off on on off off on; do
     n=$((n + 1))
-    url=$on
-    [[ $v == off ]] && url=$off
+    url=$on pid=$on_pid
+    [[ $v == off ]] && url=$off pid=$off_pid
+    before=$(cpu_ticks "$pid")
     load "$name (metrics $v) $n" "$url" "$method" "" "$token" "$conns" 5
+    cpu["$name (metrics $v) $n"]=$(($(cpu_ticks "$pid") - before))
   done
 }
-compare "GET /health" "$auth_off/health" "$auth/health"
-compare "POST /auth/me" "$auth_off/auth/me" "$auth/auth/me" POST "$token"
-compare "GET /payments/{reference}" "$pay_off/payments/$reference" "$pay/payments/$reference" GET "$token"
+compare "GET /health" "$auth_off/health" "$auth/health" "$auth_off_pid" "$auth_pid"
+compare "POST /auth/me" "$auth_off/auth/me" "$auth/auth/me" "$auth_off_pid" "$auth_pid" POST "$token"
+compare "GET /payments/{reference}" "$pay_off/payments/$reference" "$pay/payments/$reference" \
+  "$pay_off_pid" "$pay_pid" GET "$token"
 
 hash_ms=$(./target/release/examples/bcrypt_time "$cost" 20)
 load "POST /auth/login" "$auth/auth/login" POST "$credentials"
@@ -188,7 +197,7 @@ row "POST /auth/login" "$(ratio "$(field "POST /auth/login" 1)" "$bound") of bcr
 row "GET /health under login load" "p99 target < 25 ms"
 row "GET /payments/{reference} under a log-in flood" "p99 target < 50 ms"
 echo
-echo "The metrics' cost: each path on an instance with METRICS_PORT=off and on one that counts, three rounds of 5 s each, alternated (target: on within 3 % of off)"
+echo "The metrics' cost: each path on an instance with METRICS_PORT=off and on one that counts, three rounds of 5 s each, alternated; req/s, and the CPU time the instance spent per request (target: on within 3 % of off)"
 echo
 # total NAME VARIANT: the req/s of its rounds, summed.
 total() {
@@ -199,12 +208,25 @@ total() {
   done
   echo "$sum"
 }
-echo "| path | off req/s (sum of 3) | on req/s (sum of 3) | on vs off |"
-echo "|---|---|---|---|"
+# per_request NAME VARIANT: the instance's CPU microseconds per request over its rounds.
+per_request() {
+  local key ticks=0 requests=0
+  for key in "${!result[@]}"; do
+    [[ $key == "$1 (metrics $2) "* ]] || continue
+    ticks=$((ticks + cpu[$key]))
+    requests=$((requests + $(cut -d' ' -f5 <<<"${result[$key]}")))
+  done
+  awk -v t="$ticks" -v r="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz * 1e6 / r }'
+}
+echo "| path | off req/s (sum of 3) | on req/s (sum of 3) | on vs off | off CPU µs/request | on CPU µs/request | on vs off |"
+echo "|---|---|---|---|---|---|---|"
 for path in "GET /health" "POST /auth/me" "GET /payments/{reference}"; do
   off_total=$(total "$path" off)
   on_total=$(total "$path" on)
-  printf '| %s | %.0f | %.0f | %s |\n' "$path" "$off_total" "$on_total" "$(ratio "$on_total" "$off_total")"
+  off_cpu=$(per_request "$path" off)
+  on_cpu=$(per_request "$path" on)
+  printf '| %s | %.0f | %.0f | %s | %s | %s | %s |\n' "$path" "$off_total" "$on_total" \
+    "$(ratio "$on_total" "$off_total")" "$off_cpu" "$on_cpu" "$(ratio "$on_cpu" "$off_cpu")"
 done
 read -r f_rps f_p50 f_p99 f_failed f_total <<<"$flood_line"
 echo

@@ -3,7 +3,14 @@
 //! served on a listener of their own (`METRICS_PORT`) that the edge never routes to, so the
 //! public API cannot reach them whatever path it is sent.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    cell::RefCell,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
 
 use anyhow::Context;
 use axum::{
@@ -16,7 +23,9 @@ use axum::{
 };
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, PullingGauge, Registry,
-    TextEncoder, core::Collector,
+    TextEncoder,
+    core::Collector,
+    local::{LocalHistogramVec, LocalIntCounterVec},
 };
 use sqlx::PgPool;
 
@@ -32,20 +41,84 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// A service's registry and the request metrics every service has.
 pub struct Metrics {
     registry: Registry,
-    http: Http,
+    /// Lives as long as the process: what every request is handed is a pointer, not a count
+    /// that every thread writes.
+    http: &'static Http,
 }
 
-#[derive(Clone)]
+/// The request metrics. Each runtime thread counts into a [`Shard`] of its own, added into
+/// these when they are asked for: on two cores a counter every thread writes costs as much as
+/// the rest of a cheap request, while a thread's own shard stays in its cache.
 struct Http {
+    /// Tells this set's shards from another's in a thread's list (tests run several services
+    /// in one process).
+    id: u64,
     requests: IntCounterVec,
     latency: HistogramVec,
     in_flight: IntGauge,
+    shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
+}
+
+/// What one thread counted since the last scrape.
+struct Shard {
+    requests: LocalIntCounterVec,
+    latency: LocalHistogramVec,
+    /// Requests begun less those ended on this thread: below 0 when requests moved here from
+    /// another thread; the sum over the shards is what is in flight.
+    in_flight: i64,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static OWN_SHARDS: RefCell<Vec<(u64, Arc<Mutex<Shard>>)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Http {
+    /// Runs `f` on this thread's shard, made on first use.
+    fn with_shard<R>(&self, f: impl FnOnce(&mut Shard) -> R) -> R {
+        OWN_SHARDS.with_borrow_mut(|own| {
+            let i = match own.iter().position(|(id, _)| *id == self.id) {
+                Some(i) => i,
+                None => {
+                    let shard = Arc::new(Mutex::new(Shard {
+                        requests: self.requests.local(),
+                        latency: self.latency.local(),
+                        in_flight: 0,
+                    }));
+                    lock(&self.shards).push(shard.clone());
+                    own.push((self.id, shard));
+                    own.len() - 1
+                }
+            };
+            f(&mut lock(&own[i].1))
+        })
+    }
+
+    /// Adds what the shards counted into the registry's metrics.
+    fn gather(&self) {
+        let mut in_flight = 0;
+        for shard in lock(&self.shards).iter() {
+            let shard = lock(shard);
+            shard.requests.flush();
+            shard.latency.flush();
+            in_flight += shard.in_flight;
+        }
+        self.in_flight.set(in_flight);
+    }
+}
+
+/// A shard's lock: only its thread and the scrape take it, and a panic under it leaves counts
+/// that are still counts.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Metrics {
     pub fn new() -> anyhow::Result<Arc<Self>> {
         let registry = Registry::new();
         let http = Http {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             requests: IntCounterVec::new(
                 Opts::new(
                     "http_requests_total",
@@ -62,8 +135,12 @@ impl Metrics {
                 &["route"],
             )?,
             in_flight: IntGauge::new("http_requests_in_flight", "Requests being answered now.")?,
+            shards: Mutex::new(Vec::new()),
         };
-        let metrics = Self { registry, http };
+        let metrics = Self {
+            registry,
+            http: Box::leak(Box::new(http)),
+        };
         metrics.register(metrics.http.requests.clone())?;
         metrics.register(metrics.http.latency.clone())?;
         metrics.register(metrics.http.in_flight.clone())?;
@@ -112,6 +189,7 @@ impl Metrics {
 
     /// The text exposition of every metric.
     pub fn render(&self) -> anyhow::Result<String> {
+        self.http.gather();
         let mut text = String::new();
         TextEncoder::new()
             .encode_utf8(&self.registry.gather(), &mut text)
@@ -124,7 +202,7 @@ impl Metrics {
     /// so it also counts what reached no route (404, 405) and what those layers answered
     /// (timeouts, panics).
     pub fn instrument(&self, router: Router) -> Router {
-        router.layer(middleware::from_fn_with_state(self.http.clone(), record))
+        router.layer(middleware::from_fn_with_state(self.http, record))
     }
 
     /// The metrics listener's router: `GET /metrics`.
@@ -145,36 +223,95 @@ async fn exposition(State(metrics): State<Arc<Metrics>>) -> Response {
     }
 }
 
-async fn record(State(http): State<Http>, req: Request, next: Next) -> Response {
+async fn record(State(http): State<&'static Http>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().cloned();
+    // A copy, not a clone of the shared `Arc<str>`: its count would be written by every thread.
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
     let started = Instant::now();
-    let res = {
-        let _in_flight = InFlight::enter(&http.in_flight);
-        next.run(req).await
-    };
-    let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-    http.latency
-        .with_label_values(&[route])
-        .observe(started.elapsed().as_secs_f64());
-    http.requests
-        .with_label_values(&[route, method.as_str(), res.status().as_str()])
-        .inc();
+    let in_flight = InFlight::enter(http);
+    let res = next.run(req).await;
+    let secs = started.elapsed().as_secs_f64();
+    let route = route.as_deref().unwrap_or(UNMATCHED);
+    in_flight.leave(|shard| {
+        shard.latency.with_label_values(&[route]).observe(secs);
+        shard
+            .requests
+            .with_label_values(&[route, method.as_str(), res.status().as_str()])
+            .inc();
+    });
     res
 }
 
-/// A request being answered, until dropped (also when the client goes away mid-request).
-struct InFlight<'a>(&'a IntGauge);
+/// A request being answered, until it leaves or is dropped (the client went away mid-request).
+struct InFlight<'a>(Option<&'a Http>);
 
 impl<'a> InFlight<'a> {
-    fn enter(gauge: &'a IntGauge) -> Self {
-        gauge.inc();
-        Self(gauge)
+    fn enter(http: &'a Http) -> Self {
+        http.with_shard(|shard| shard.in_flight += 1);
+        Self(Some(http))
+    }
+
+    /// Ends it and records it with `f`, under one take of the shard.
+    fn leave(mut self, f: impl FnOnce(&mut Shard)) {
+        if let Some(http) = self.0.take() {
+            http.with_shard(|shard| {
+                shard.in_flight -= 1;
+                f(shard);
+            });
+        }
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.dec();
+        if let Some(http) = self.0 {
+            http.with_shard(|shard| shard.in_flight -= 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// Requests answered on both threads of a runtime land in the same figures, exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_thread_counts_into_the_same_figures() {
+        let metrics = Metrics::new().unwrap();
+        let router = metrics.instrument(Router::new().route("/items/{id}", get(|| async { "ok" })));
+        let requests: Vec<_> = (0..400)
+            .map(|i| {
+                let router = router.clone();
+                let uri = if i % 4 == 0 {
+                    "/nowhere".to_owned()
+                } else {
+                    format!("/items/{i}")
+                };
+                tokio::spawn(async move {
+                    let request = Request::get(uri).body(Body::empty()).unwrap();
+                    router.oneshot(request).await.unwrap().status()
+                })
+            })
+            .collect();
+        for request in requests {
+            request.await.unwrap();
+        }
+        for _ in 0..2 {
+            let text = metrics.render().unwrap();
+            for line in [
+                r#"http_requests_total{method="GET",route="/items/{id}",status="200"} 300"#,
+                r#"http_requests_total{method="GET",route="unmatched",status="404"} 100"#,
+                r#"http_request_duration_seconds_count{route="/items/{id}"} 300"#,
+                "http_requests_in_flight 0",
+            ] {
+                assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+            }
+        }
     }
 }
