@@ -57,7 +57,7 @@ pub struct StackConfig {
 }
 
 /// How `up` watches the services it changed on one host: a new instance that stops or turns
-/// unhealthy, or more than `max_5xx_percent` of a changed service's answers through the edge
+/// unhealthy, or more than `max_5xx_percent` of the new instances' answers through the edge
 /// being 5xx, within `watch_secs` of the switch rolls the change back.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

@@ -206,7 +206,7 @@ async fn gather(ctx: &super::Ctx, config: &StackConfig, engine: &Engine) -> anyh
 }
 
 /// The container's address on the stack's network, which the edge's log names it by.
-async fn address(engine: &Engine, name: &str) -> anyhow::Result<Option<String>> {
+pub(super) async fn address(engine: &Engine, name: &str) -> anyhow::Result<Option<String>> {
     Ok(engine
         .inspect(name)
         .await?

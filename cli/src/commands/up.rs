@@ -1,7 +1,7 @@
 //! `stackctl up`: builds what is missing and makes the engine run the configured stack.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     net::TcpListener,
     path::PathBuf,
     time::{Duration, Instant},
@@ -30,7 +30,7 @@ use crate::{
 /// Start the whole stack, or bring it in line with the configuration: images are built when
 /// missing, secrets and the certificate made once, and only containers whose settings changed are
 /// recreated. Waits until everything is healthy. On a running stack it then watches the services
-/// it changed for `rollout.watch_secs`: a new instance that fails, or 5xx answers above
+/// it changed for `rollout.watch_secs`: a new instance that fails, or its 5xx answers above
 /// `rollout.max_5xx_percent`, rolls the change back (and `up` keeps the rolled-back release until
 /// the configuration file or the sources change).
 #[derive(clap::Args)]
@@ -131,8 +131,16 @@ pub(super) async fn local(ctx: &super::Ctx, engine: &Engine) -> anyhow::Result<(
                 rollout.routed().of(app),
                 Replace::Changed,
             );
-            if steps.iter().any(|s| matches!(s, Step::Start(_))) {
-                changed.push(app);
+            let started: Vec<String> = steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Start(specs) => Some(specs.iter().map(|s| s.name.clone())),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            if !started.is_empty() {
+                changed.push(Changed { app, started });
             }
             if let Err(e) = rollout.run(steps).await {
                 return roll_back(ctx, engine, previous, built, format!("{e:#}")).await;
@@ -337,12 +345,19 @@ async fn roll_back(
     )
 }
 
+/// A service whose instances `up` replaced or added.
+struct Changed {
+    app: App,
+    /// The instances it started, a surge instance among them.
+    started: Vec<String>,
+}
+
 /// Watches the services `up` changed for `rollout.watch_secs` after the switch (begun at
 /// `since`): why they should be rolled back, as soon as it shows.
 async fn watch(
     engine: &Engine,
     config: &StackConfig,
-    apps: &[App],
+    apps: &[Changed],
     since: DateTime<Utc>,
     ui: &Ui,
 ) -> anyhow::Result<Option<String>> {
@@ -352,7 +367,7 @@ async fn watch(
     }
     let names = apps
         .iter()
-        .map(|a| a.service().label())
+        .map(|a| a.app.service().label())
         .collect::<Vec<_>>()
         .join(" and ");
     let limit = config.rollout.max_5xx_percent;
@@ -398,34 +413,46 @@ fn ends_on_stop(mut stop: super::Stop) {
     });
 }
 
-/// Why the changed services fail now, if they do.
+/// Why the changed services fail now, if they do: an instance this `up` started stopped or
+/// unhealthy, or too many 5xx among the answers they gave through the edge since `since` (the
+/// instances it left alone are not this change's doing).
 async fn failing(
     engine: &Engine,
     config: &StackConfig,
-    apps: &[App],
+    apps: &[Changed],
     since: DateTime<Utc>,
 ) -> anyhow::Result<Option<String>> {
-    for app in apps {
-        for instance in rollout::instances(engine, &config.project, *app).await? {
-            match engine.health(&instance.name).await? {
-                Health::Unhealthy => {
-                    return Ok(Some(format!("{} turned unhealthy", instance.name)));
-                }
-                Health::Down => return Ok(Some(format!("{} stopped", instance.name))),
+    let mut addresses = HashSet::new();
+    for changed in apps {
+        for name in &changed.started {
+            if engine.inspect(name).await?.is_none() {
+                // The surge instance, gone once the others were replaced.
+                continue;
+            }
+            match engine.health(name).await? {
+                Health::Unhealthy => return Ok(Some(format!("{name} turned unhealthy"))),
+                Health::Down => return Ok(Some(format!("{name} stopped"))),
                 Health::Healthy | Health::Starting => {}
             }
+            addresses.extend(super::status::address(engine, name).await?);
         }
     }
     let answers = super::status::edge_answers(engine, since).await;
-    for app in apps {
-        let own = answers.iter().filter(|a| a.app == Some(*app));
+    for changed in apps {
+        let own = answers.iter().filter(|a| {
+            a.app == Some(changed.app)
+                && a.upstream
+                    .as_deref()
+                    .and_then(|u| u.rsplit_once(':'))
+                    .is_some_and(|(ip, _)| addresses.contains(ip))
+        });
         let traffic = Traffic::of(own.map(|a| (a.status, a.secs)), WINDOW);
         let percent = traffic.share_5xx * 100.0;
         if percent > config.rollout.max_5xx_percent {
             let failed = (traffic.share_5xx * traffic.requests as f64).round();
             return Ok(Some(format!(
                 "{} answered 5xx to {failed} of {} requests through the edge since the switch ({percent:.1} %, limit {} %)",
-                app.service().label(),
+                changed.app.service().label(),
                 traffic.requests,
                 config.rollout.max_5xx_percent
             )));
