@@ -2727,10 +2727,11 @@ fn a_failing_release_is_rolled_back_and_rollback_goes_back() {
         "{said}"
     );
     rolled_back_to_good(&stack, "app_a3");
+    let shown = stack.ok(&["config"]);
     assert!(
-        stack
-            .ok(&["config"])
-            .contains("access_token_ttl_secs = 900")
+        shown.contains("access_token_ttl_secs = 900")
+            && shown.contains("# release 2 runs, rolled back at"),
+        "{shown}"
     );
     // `up` again (a timer's, say) keeps the release rolled back to.
     let before = ids(&stack);

@@ -54,15 +54,18 @@ impl Ctx {
     /// The effective configuration: the instance counts `scale` set, and a rollback's
     /// configuration while it holds; a bad file is an error that names the key.
     pub fn config(&self) -> anyhow::Result<StackConfig> {
-        let configured = self.configured()?;
-        let mut config = configured.clone();
+        let mut config = self.configured()?;
         self.state.scale()?.apply(&mut config);
-        match crate::rollback::read(&self.state)? {
-            Some(pin) if pin.holds_over(&crate::history::config_hash(&configured)?) => {
-                pin.config(&self.state, &config)
-            }
-            _ => Ok(config),
+        match self.rollback()? {
+            Some(pin) => pin.config(&self.state, &config),
+            None => Ok(config),
         }
+    }
+
+    /// The rollback that holds over the configuration file, if one does.
+    pub fn rollback(&self) -> anyhow::Result<Option<crate::rollback::Pin>> {
+        let configured = crate::history::config_hash(&self.configured()?)?;
+        Ok(crate::rollback::read(&self.state)?.filter(|pin| pin.holds_over(&configured)))
     }
 
     /// The configuration as the file and environment give it, without what `scale` set.
