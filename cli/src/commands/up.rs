@@ -143,6 +143,10 @@ pub(super) async fn local(ctx: &super::Ctx, engine: &Engine) -> anyhow::Result<(
                 changed.push(Changed { app, started });
             }
             if let Err(e) = rollout.run(steps).await {
+                // A rolled-back release that fails has nothing better to go back to.
+                if pinned {
+                    return Err(e);
+                }
                 return roll_back(ctx, engine, previous, built, format!("{e:#}")).await;
             }
         }
