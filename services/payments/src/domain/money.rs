@@ -112,7 +112,18 @@ impl Amount {
                 ));
             }
         }
-        let value = Decimal::from_str_exact(digits).map_err(|_| must_be_decimal())?;
+        // Zeros that carry no value are dropped first: Decimal holds 28 digits, and
+        // `000…0001.5000…0` is as exact an amount as `1.5`.
+        let significant_whole = match whole.trim_start_matches('0') {
+            "" => "0",
+            digits => digits,
+        };
+        let exact = if significant_fraction.is_empty() {
+            significant_whole.to_owned()
+        } else {
+            format!("{significant_whole}.{significant_fraction}")
+        };
+        let value = Decimal::from_str_exact(&exact).map_err(|_| must_be_decimal())?;
         if value.is_zero() {
             return Err("must be greater than 0".to_owned());
         }
@@ -181,6 +192,16 @@ mod tests {
             ("\"10000.00\"", Currency::Ugx, "10000"),
             ("0.01", Currency::Eur, "0.01"),
             ("999999999999999.99", Currency::Usd, "999999999999999.99"),
+            (
+                "\"00000000094623640997321.000000000000000\"",
+                Currency::Jpy,
+                "94623640997321",
+            ),
+            (
+                "\"0000000000000000000000000000012.5000000000000000000000000000000\"",
+                Currency::Usd,
+                "12.50",
+            ),
         ] {
             let amount = Amount::parse_json(&raw(json), Some(currency)).unwrap();
             assert_eq!(amount.display(currency), shown, "{json}");
@@ -220,6 +241,8 @@ mod tests {
             "0999999999999999",
             "1000000000000000",
             "999999999999999.99",
+            "00000000094623640997321.000000000000000",
+            "000000000000000000000000000000.0000000000000000000000000000005",
             "١٢",
         ];
         for currency in Currency::ALL {
