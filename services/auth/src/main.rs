@@ -2,26 +2,7 @@
 
 use std::process::ExitCode;
 
-use auth_svc::{config::Config, startup};
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    svc_common::startup::main(
-        "auth-svc",
-        "The auth service of the stack. With no command it serves, configured by the environment.",
-        &[
-            ("database_url", "DATABASE_URL"),
-            ("jwt_secret", "JWT_SECRET"),
-        ],
-        |config: Config| async move {
-            config.validate()?;
-            let pool =
-                svc_common::startup::pool(&config.database_url, config.database_max_connections)?;
-            startup::build(&config, pool)
-                .await?
-                .run_until_stopped(&config.leaving)
-                .await
-        },
-    )
-    .await
+    auth_svc::main(std::env::args_os()).await
 }

@@ -252,12 +252,14 @@ enum Command<C: clap::Args> {
     Metrics(MetricsArgs),
 }
 
-/// The whole `main` of a service: parses the command line, refuses secrets given as flags
-/// (`secrets` pairs argument ids with variable names) and takes them from `VAR_FILE` files,
-/// starts logging and runs `serve`.
+/// The whole `main` of a service: parses the command line `args` (the program's name first:
+/// `auth-svc`, or `stackctl serve auth`, which carries the services), refuses secrets given as
+/// flags (`secrets` pairs argument ids with variable names) and takes them from `VAR_FILE`
+/// files, starts logging and runs `serve`.
 pub async fn main<C, F, Fut>(
     name: &'static str,
     about: &'static str,
+    args: impl IntoIterator<Item = std::ffi::OsString>,
     secrets: &[(&str, &str)],
     serve: F,
 ) -> ExitCode
@@ -275,11 +277,10 @@ where
     };
     let matches = Cli::<C>::command()
         .name(name)
-        .bin_name(name)
         .about(about)
         .version(env!("CARGO_PKG_VERSION"))
         .mut_subcommand("serve", |serve| files.apply(serve))
-        .get_matches();
+        .get_matches_from(args);
     let cli = match Cli::<C>::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
