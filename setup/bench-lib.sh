@@ -9,8 +9,7 @@ bench_stack() {
   bash "$repo/setup/setup.sh"
   echo "==> building stackctl (release)" >&2
   (cd "$repo" && cargo build --release --locked -p stackctl >&2)
-  ctl="$repo/target/release/stackctl"
-  export STACKCTL_SOURCE_DIR=$repo
+  ctl="$repo/target/x86_64-unknown-linux-gnu/release/stackctl"
   work=$(mktemp -d "/tmp/stackctl-$project.XXXXXX")
   trap bench_cleanup EXIT
   cd "$work"

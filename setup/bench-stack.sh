@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Figures of the whole stack on this machine's Docker engine:
-#  - cold `stackctl up` (no images: everything built) and warm `stackctl up` (images and data
-#    present, containers removed), beside `docker-compose up -d` on an equivalent compose file
+#  - cold `stackctl up` (no images: everything built), with the checkout's build and with a
+#    `cargo install`ed one run from an empty folder with no cargo on the PATH, and warm
+#    `stackctl up` (images and data present, containers removed), beside `docker-compose up -d` on an equivalent compose file
 #    with the same images, volumes and settings, timed until every container is healthy;
 #  - image sizes;
 #  - req/s and p99 through the TLS edge (rate limit raised) for GET /a/health, POST /a/auth/me
@@ -18,8 +19,7 @@ conns=${BENCH_CONNECTIONS:-32}
 bash setup/setup.sh
 echo "==> building stackctl (release)" >&2
 cargo build --release --locked -p stackctl >&2
-ctl="$repo/target/release/stackctl"
-export STACKCTL_SOURCE_DIR=$repo
+ctl="$repo/target/x86_64-unknown-linux-gnu/release/stackctl"
 
 work=$(mktemp -d /tmp/stackctl-bench-stack.XXXXXX)
 compose() { docker-compose -p benchcompose -f "$work/compose.yml" "$@"; }
@@ -62,9 +62,23 @@ if [[ -z ${BENCH_SKIP_COLD:-} ]]; then
   "$ctl" -q down --images --yes
   echo "==> cold up (builds every image)" >&2
   cold=$(seconds "$ctl" up)
+  "$ctl" -q down --volumes --yes
+  # The same, as a user runs it: installed, from an empty folder, no cargo on the PATH.
+  echo "==> cold up of an installed stackctl" >&2
+  cargo install --locked --offline --quiet --path "$repo/cli" --root "$work/root" \
+    --target-dir "$repo/target" >&2
+  "$ctl" -q down --images --yes
+  mkdir "$work/installed"
+  installed_cold=$(cd "$work/installed" && env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+    STACKCTL_PROJECT=bench STACKCTL_HTTP_PORT=28080 STACKCTL_HTTPS_PORT=28443 \
+    STACKCTL_AUTH_DB_PORT=25432 STACKCTL_PAYMENTS_DB_PORT=25433 \
+    bash -c "$(declare -f seconds); work=$work; seconds $work/root/bin/stackctl up")
+  (cd "$work/installed" && STACKCTL_PROJECT=bench "$work/root/bin/stackctl" -q down --volumes --yes)
+  "$ctl" -q up
 else
   "$ctl" -q up
   cold="skipped"
+  installed_cold="skipped"
 fi
 "$ctl" -q down
 echo "==> warm up" >&2
@@ -198,7 +212,8 @@ echo "## Stack figures ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores)"
 echo
 echo "| measurement | seconds |"
 echo "|---|---|"
-echo "| cold stackctl up (no images) | $cold |"
+echo "| cold stackctl up (no images), checkout's release build | $cold |"
+echo "| cold stackctl up (no images), installed, empty folder, no cargo on the PATH | $installed_cold |"
 echo "| warm stackctl up (images, data present) | $warm |"
 echo "| docker-compose up -d until healthy, same images and data | $compose_warm |"
 echo "| ratio warm stackctl / compose (target <= 1.0) | $(awk -v a="$warm" -v b="$compose_warm" 'BEGIN { printf "%.2f", a / b }') |"

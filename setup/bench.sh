@@ -84,7 +84,7 @@ start_auth() {
   port=$(free_port 13000)
   DATABASE_URL="${db%/postgres}/auth" JWT_SECRET="bench-secret-bench-secret-bench-secret" \
     PORT=$port METRICS_PORT=$1 BCRYPT_COST=$cost RUST_LOG=warn \
-    ./target/release/auth-svc >>"$work/auth.log" 2>&1 &
+    ./target/x86_64-unknown-linux-gnu/release/auth-svc >>"$work/auth.log" 2>&1 &
   auth_pid=$!
   pids+=("$auth_pid")
   auth="http://127.0.0.1:$port"
@@ -108,7 +108,7 @@ start_pay() {
   port=$(free_port 14000)
   DATABASE_URL="${db%/postgres}/payments" WEBHOOK_SECRET="bench-webhook-secret-0123456789" \
     AUTH_SERVICE_URL="$2" PORT=$port METRICS_PORT=$1 RUST_LOG=warn \
-    ./target/release/payment-svc >>"$work/payments.log" 2>&1 &
+    ./target/x86_64-unknown-linux-gnu/release/payment-svc >>"$work/payments.log" 2>&1 &
   pay_pid=$!
   pids+=("$pay_pid")
   pay="http://127.0.0.1:$port"
@@ -154,7 +154,7 @@ compare "POST /auth/me" "$auth_off/auth/me" "$auth/auth/me" "$auth_off_pid" "$au
 compare "GET /payments/{reference}" "$pay_off/payments/$reference" "$pay/payments/$reference" \
   "$pay_off_pid" "$pay_pid" GET "$token"
 
-hash_ms=$(./target/release/examples/bcrypt_time "$cost" 20)
+hash_ms=$(./target/x86_64-unknown-linux-gnu/release/examples/bcrypt_time "$cost" 20)
 load "POST /auth/login" "$auth/auth/login" POST "$credentials"
 # Health while logins keep every core busy: a light probe beside a full login load.
 BENCH_METHOD=POST BENCH_BODY=$credentials \
@@ -230,7 +230,7 @@ for path in "GET /health" "POST /auth/me" "GET /payments/{reference}"; do
 done
 # In-process, where the machine's noise is smaller: the CPU the counting adds to a request that
 # does nothing else, against each path's CPU per request on its instance without metrics.
-read -r bare_ns counted_ns <<<"$(./target/release/examples/metrics_cost 400000)"
+read -r bare_ns counted_ns <<<"$(./target/x86_64-unknown-linux-gnu/release/examples/metrics_cost 400000)"
 echo
 echo "In-process (examples/metrics_cost): $bare_ns ns of CPU per request without the metrics layer, $counted_ns ns with it: +$((counted_ns - bare_ns)) ns per request"
 for path in "GET /health" "POST /auth/me" "GET /payments/{reference}"; do

@@ -16,10 +16,9 @@ if [[ ! -x $venv/bin/st ]]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q schemathesis==4.32.5
 fi
-# The static build the images use (images.rs): after the end-to-end tests it is already there.
-echo "==> building the services (release, static)" >&2
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
-  --target x86_64-unknown-linux-gnu -p auth-svc -p payment-svc --bins >&2
+# The release build the images carry: after the end-to-end tests it is nearly all there.
+echo "==> building the services (release)" >&2
+cargo build --release --locked -p auth-svc -p payment-svc --bins >&2
 bin=$repo/target/x86_64-unknown-linux-gnu/release
 
 work=$(mktemp -d /tmp/stackctl-fuzz.XXXXXX)

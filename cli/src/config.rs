@@ -362,13 +362,17 @@ pub struct Images {
     pub debian_mirror: String,
 }
 
+/// The project of a configuration that names none: its containers and network have the plain
+/// names of ARCHITECTURE.md.
+pub const DEFAULT_PROJECT: &str = "stackctl";
+
 /// Most instances of one service `scale` and the configuration accept.
 pub const MAX_INSTANCES: u32 = 16;
 
 impl Default for StackConfig {
     fn default() -> Self {
         Self {
-            project: "stackctl".to_owned(),
+            project: DEFAULT_PROJECT.to_owned(),
             ports: Ports::default(),
             services: Services::default(),
             nginx: Nginx::default(),

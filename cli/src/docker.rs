@@ -1,7 +1,7 @@
 //! Every Docker Engine call stackctl makes, through bollard. Containers, networks and volumes
 //! are found by the stack's labels, so nothing that is not the stack's is ever touched.
 
-use std::{collections::HashMap, net::IpAddr, path::Path, time::Duration};
+use std::{borrow::Cow, collections::HashMap, net::IpAddr, path::Path, time::Duration};
 
 use anyhow::{Context, bail};
 use bollard::{
@@ -26,7 +26,10 @@ use bollard::{
 };
 use futures_util::{Stream, StreamExt, TryStreamExt};
 
-use crate::cluster::{EngineUrl, NodeConfig};
+use crate::{
+    cluster::{EngineUrl, NodeConfig},
+    config::DEFAULT_PROJECT,
+};
 
 pub const LABEL_PROJECT: &str = "stackctl.project";
 pub const LABEL_SERVICE: &str = "stackctl.service";
@@ -43,6 +46,43 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Engine {
     docker: Docker,
+    naming: Naming,
+}
+
+/// How one stack's containers and network are named on an engine that may run other stacks:
+/// with the plain names of ARCHITECTURE.md (`app_a1`, `app-network`) for the default project,
+/// behind the project's name (`staging-app_a1`) for any other. stackctl speaks of containers by
+/// their plain names, as the stack's own network does (each container answers to its plain
+/// name there), so the services' addresses and the edge's routes are alike in every project.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Naming {
+    prefix: String,
+}
+
+impl Naming {
+    pub fn of(project: &str) -> Self {
+        Self {
+            prefix: if project == DEFAULT_PROJECT {
+                String::new()
+            } else {
+                format!("{project}-")
+            },
+        }
+    }
+
+    /// A container's or the network's name on the engine.
+    pub fn on_engine<'a>(&self, plain: &'a str) -> Cow<'a, str> {
+        if self.prefix.is_empty() {
+            Cow::Borrowed(plain)
+        } else {
+            Cow::Owned(format!("{}{plain}", self.prefix))
+        }
+    }
+
+    /// The plain name of one of the stack's containers, from its name on the engine.
+    pub fn plain<'a>(&self, on_engine: &'a str) -> &'a str {
+        on_engine.strip_prefix(&self.prefix).unwrap_or(on_engine)
+    }
 }
 
 /// A container and the engine it runs on: a name on one host, a swarm task's container on the
@@ -95,9 +135,11 @@ pub struct BuiltImage {
 }
 
 impl BuiltImage {
-    /// The Debian base the others derive from.
+    /// A Debian root file system that an image derives from (`stackctl/postgres-base:…`).
     pub fn is_base(&self) -> bool {
-        self.tag.starts_with("stackctl/base:")
+        self.tag
+            .split_once(':')
+            .is_some_and(|(repo, _)| repo.ends_with("-base"))
     }
 }
 
@@ -150,7 +192,17 @@ pub fn restore_health_check(spec: &mut ServiceSpec) {
 }
 
 impl Engine {
-    /// Connects to `DOCKER_HOST` or the local socket and checks the daemon answers.
+    /// The local engine as the one-host stack of `project` names its containers (see
+    /// [`Naming`]).
+    pub async fn connect_stack(project: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            naming: Naming::of(project),
+            ..Self::connect().await?
+        })
+    }
+
+    /// Connects to `DOCKER_HOST` or the local socket and checks the daemon answers. Containers
+    /// are named as given: swarm tasks' by id.
     pub async fn connect() -> anyhow::Result<Self> {
         let target = std::env::var("DOCKER_HOST")
             .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned());
@@ -205,7 +257,10 @@ impl Engine {
             .negotiate_version()
             .await?;
         docker.ping().await?;
-        Ok(Self { docker })
+        Ok(Self {
+            docker,
+            naming: Naming::default(),
+        })
     }
 
     /// What the engine says of its swarm membership.
@@ -638,6 +693,7 @@ impl Engine {
 
     /// Creates the network unless it exists; refuses one that is not the stack's.
     pub async fn ensure_network(&self, name: &str, project: &str) -> anyhow::Result<()> {
+        let name = &*self.naming.on_engine(name);
         let filters = HashMap::from([("name".to_owned(), vec![name.to_owned()])]);
         let existing = self
             .docker
@@ -683,12 +739,42 @@ impl Engine {
         }
     }
 
-    /// The stack's containers, running or not.
+    /// The stack's containers, running or not, by their plain names.
     pub async fn containers(&self, project: &str) -> anyhow::Result<Vec<ContainerSummary>> {
-        let filters = HashMap::from([(
-            "label".to_owned(),
-            vec![format!("{LABEL_PROJECT}={project}")],
-        )]);
+        let mut containers = self.labelled(format!("{LABEL_PROJECT}={project}")).await?;
+        for name in containers
+            .iter_mut()
+            .flat_map(|c| c.names.iter_mut().flatten())
+        {
+            let plain = self.naming.plain(name.trim_start_matches('/')).to_owned();
+            *name = plain;
+        }
+        Ok(containers)
+    }
+
+    /// A container's or the network's name on the engine (see [`Naming`]).
+    pub fn on_engine<'a>(&self, plain: &'a str) -> Cow<'a, str> {
+        self.naming.on_engine(plain)
+    }
+
+    pub fn naming(&self) -> &Naming {
+        &self.naming
+    }
+
+    /// The ids of the images that containers of any stack use, running or not: what no
+    /// project's `down --images` or `prune` may delete.
+    pub async fn images_in_use(&self) -> anyhow::Result<std::collections::BTreeSet<String>> {
+        Ok(self
+            .labelled(LABEL_PROJECT.to_owned())
+            .await?
+            .into_iter()
+            .filter_map(|c| c.image_id)
+            .collect())
+    }
+
+    /// Every container, running or not, with the label `label` (`key` or `key=value`).
+    async fn labelled(&self, label: String) -> anyhow::Result<Vec<ContainerSummary>> {
+        let filters = HashMap::from([("label".to_owned(), vec![label])]);
         self.docker
             .list_containers(Some(ListContainersOptions {
                 all: true,
@@ -703,7 +789,10 @@ impl Engine {
     pub async fn inspect(&self, name: &str) -> anyhow::Result<Option<ContainerInspectResponse>> {
         match self
             .docker
-            .inspect_container(name, None::<InspectContainerOptions>)
+            .inspect_container(
+                &self.naming.on_engine(name),
+                None::<InspectContainerOptions>,
+            )
             .await
         {
             Ok(c) => Ok(Some(c)),
@@ -719,7 +808,7 @@ impl Engine {
     ) -> anyhow::Result<()> {
         self.create(name, body).await?;
         self.docker
-            .start_container(name, None)
+            .start_container(&self.naming.on_engine(name), None)
             .await
             .with_context(|| format!("start container {name}"))
     }
@@ -729,7 +818,7 @@ impl Engine {
         self.docker
             .create_container(
                 Some(CreateContainerOptions {
-                    name: Some(name.to_owned()),
+                    name: Some(self.naming.on_engine(name).into_owned()),
                     ..Default::default()
                 }),
                 body,
@@ -744,7 +833,7 @@ impl Engine {
     pub async fn upload(&self, name: &str, path: &str, archive: Vec<u8>) -> anyhow::Result<()> {
         self.docker
             .upload_to_container(
-                name,
+                &self.naming.on_engine(name),
                 Some(UploadToContainerOptions {
                     path: path.to_owned(),
                     ..Default::default()
@@ -761,7 +850,7 @@ impl Engine {
         match self
             .docker
             .stop_container(
-                name,
+                &self.naming.on_engine(name),
                 Some(StopContainerOptions {
                     t: Some(secs),
                     signal: None,
@@ -777,7 +866,11 @@ impl Engine {
 
     /// Starts an existing container.
     pub async fn start(&self, name: &str) -> anyhow::Result<()> {
-        match self.docker.start_container(name, None).await {
+        match self
+            .docker
+            .start_container(&self.naming.on_engine(name), None)
+            .await
+        {
             Ok(()) => Ok(()),
             Err(e) if is_not_modified(&e) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("start container {name}")),
@@ -790,7 +883,7 @@ impl Engine {
         match self
             .docker
             .remove_container(
-                name,
+                &self.naming.on_engine(name),
                 Some(RemoveContainerOptions {
                     force: true,
                     ..Default::default()
@@ -954,7 +1047,7 @@ impl Engine {
         Ok(self
             .docker
             .create_exec(
-                name,
+                &self.naming.on_engine(name),
                 CreateExecOptions {
                     cmd: Some(cmd.iter().map(|s| (*s).to_owned()).collect()),
                     user: Some(user.to_owned()),
@@ -1091,7 +1184,7 @@ impl Engine {
             since: since.and_then(|s| i32::try_from(s).ok()).unwrap_or(0),
             ..Default::default()
         };
-        let name = name.to_owned();
+        let name = self.naming.on_engine(name).into_owned();
         self.docker.logs(&name, Some(options)).map(move |item| {
             item.map(|chunk| chunk.to_string())
                 .with_context(|| format!("logs of {name}"))
@@ -1107,7 +1200,9 @@ impl Engine {
     ) -> anyhow::Result<(i64, String)> {
         self.remove(name, Duration::ZERO).await?;
         self.create_and_start(name, body).await?;
-        let mut waited = self.docker.wait_container(name, None);
+        let mut waited = self
+            .docker
+            .wait_container(&self.naming.on_engine(name), None);
         let code = match waited.next().await {
             Some(Ok(end)) => Ok(end.status_code),
             Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
@@ -1162,8 +1257,8 @@ impl Engine {
         }
     }
 
-    /// The images stackctl built (repository `stackctl/…`), the base last since the others
-    /// derive from it.
+    /// The images stackctl built (repository `stackctl/…`), the bases last since the others
+    /// derive from them.
     pub async fn stack_images(&self) -> anyhow::Result<Vec<BuiltImage>> {
         let images = self
             .docker
@@ -1204,6 +1299,7 @@ impl Engine {
 
     /// Removes the network if it is the stack's.
     pub async fn remove_network(&self, name: &str, project: &str) -> anyhow::Result<()> {
+        let name = &*self.naming.on_engine(name);
         match self.docker.inspect_network(name, None).await {
             Ok(net) if owned_by(net.labels.as_ref(), project) => self
                 .docker
@@ -1245,4 +1341,20 @@ fn is_not_modified(e: &DockerError) -> bool {
             ..
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_project_has_the_plain_names_and_others_their_own() {
+        let plain = Naming::of(DEFAULT_PROJECT);
+        assert_eq!(plain.on_engine("app_a1"), "app_a1");
+        assert_eq!(plain.plain("app_a1"), "app_a1");
+        let staging = Naming::of("staging");
+        assert_eq!(staging.on_engine("app_a1"), "staging-app_a1");
+        assert_eq!(staging.on_engine("app-network"), "staging-app-network");
+        assert_eq!(staging.plain("staging-nginx-proxy"), "nginx-proxy");
+    }
 }

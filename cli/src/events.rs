@@ -5,7 +5,7 @@ use bollard::models::{EventMessage, EventMessageTypeEnum};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::history::Entry;
+use crate::{docker::Naming, history::Entry};
 
 /// One thing that happened to the stack.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -20,10 +20,10 @@ pub struct Event {
     pub action: String,
 }
 
-/// The event worth showing of an engine's message about one of the stack's containers.
-/// Execs are the health checks' probes, every few seconds, and stackctl's own commands: of
-/// those only the edge's reloads and route changes are shown.
-pub fn from_engine(message: &EventMessage) -> Option<Event> {
+/// The event worth showing of an engine's message about one of the stack's containers, which
+/// it names by its plain name. Execs are the health checks' probes, every few seconds, and
+/// stackctl's own commands: of those only the edge's reloads and route changes are shown.
+pub fn from_engine(message: &EventMessage, naming: &Naming) -> Option<Event> {
     if message.typ != Some(EventMessageTypeEnum::CONTAINER) {
         return None;
     }
@@ -38,7 +38,7 @@ pub fn from_engine(message: &EventMessage) -> Option<Event> {
         _ => action.to_owned(),
     };
     let attributes = message.actor.as_ref()?.attributes.as_ref()?;
-    let mut subject = attributes.get("name")?.clone();
+    let mut subject = naming.plain(attributes.get("name")?).to_owned();
     if action == "die"
         && let Some(code) = attributes.get("exitCode")
     {
@@ -109,8 +109,9 @@ mod tests {
 
     #[test]
     fn container_life_health_and_reloads_are_shown_and_probes_are_not() {
+        let plain = Naming::of(crate::config::DEFAULT_PROJECT);
         let shown = |action, attributes: &[(&str, &str)]| {
-            from_engine(&message(action, attributes)).map(|e| line(&e))
+            from_engine(&message(action, attributes), &plain).map(|e| line(&e))
         };
         assert_eq!(
             shown("health_status: healthy", &[("name", "app_a1")]).as_deref(),
@@ -125,16 +126,29 @@ mod tests {
             Some("2026-11-30 07:00:00.123  engine    nginx-proxy  reload")
         );
         assert_eq!(
-            shown("exec_start: /service healthcheck", &[("name", "app_a1")]),
+            shown(
+                "exec_start: /stackctl serve auth healthcheck",
+                &[("name", "app_a1")]
+            ),
             None
         );
         assert_eq!(
-            shown("exec_create: /service healthcheck", &[("name", "app_a1")]),
+            shown(
+                "exec_create: /stackctl serve auth healthcheck",
+                &[("name", "app_a1")]
+            ),
             None
         );
         assert_eq!(shown("exec_die", &[("name", "app_a1")]), None);
         let mut network = message("connect", &[("name", "app-network")]);
         network.typ = Some(EventMessageTypeEnum::NETWORK);
-        assert_eq!(from_engine(&network), None);
+        assert_eq!(from_engine(&network, &plain), None);
+    }
+
+    #[test]
+    fn another_projects_containers_are_named_as_in_their_network() {
+        let healthy = message("health_status: healthy", &[("name", "staging-app_a1")]);
+        let event = from_engine(&healthy, &Naming::of("staging")).unwrap();
+        assert_eq!(event.subject, "app_a1");
     }
 }

@@ -36,7 +36,7 @@ mod ui;
 #[derive(Parser)]
 #[command(
     name = "stackctl",
-    version,
+    version = version(),
     after_help = "Examples:\n  stackctl up                    start (or update) the whole stack\n  stackctl ps                    what runs, and whether it is healthy\n  stackctl logs auth -f          follow both auth instances\n  stackctl -f prod.toml config   the effective configuration of prod.toml\n  stackctl down                  stop and remove the containers, keep the data"
 )]
 struct Cli {
@@ -77,6 +77,17 @@ enum Command {
     Secrets(commands::secrets::Args),
     Config(commands::config::Args),
     Completions(commands::completions::Args),
+    Serve(commands::serve::Args),
+}
+
+/// This program's version and those of the services it carries, which are what `up` runs.
+fn version() -> String {
+    format!(
+        "{} (auth-svc {}, payment-svc {})",
+        env!("CARGO_PKG_VERSION"),
+        auth_svc::VERSION,
+        payment_svc::VERSION
+    )
 }
 
 impl Command {
@@ -125,6 +136,8 @@ async fn main() -> ExitCode {
             commands::completions::run::<Cli>(args);
             Ok(())
         }
+        // A service, not a command of the stack's: it ends with its own exit status.
+        Command::Serve(args) => return commands::serve::run(args).await,
     };
     let refused = result.as_ref().is_err_and(|e| e.is::<commands::Refused>());
     if let Some(recorded) = recorded.filter(|_| !refused)

@@ -1,6 +1,6 @@
 //! Going back to an earlier release. A [`Pin`] (`.stackctl/rollback.json`) makes the stack run
 //! a kept configuration and the services' image ids instead of what the configuration file and
-//! the sources give, until either of those changes: then `up` rolls forward. So an `up` run
+//! this stackctl give, until either of those changes: then `up` rolls forward. So an `up` run
 //! again, by hand or by a timer, never brings back the release that was rolled back.
 
 use std::collections::BTreeMap;
@@ -18,7 +18,7 @@ use crate::{
 
 pub const FILE: &str = "rollback.json";
 
-/// What runs instead of what the configuration file and the sources say.
+/// What runs instead of what the configuration file and this stackctl say.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pin {
     /// The history entry gone back to, numbered as `history` lists them.
@@ -34,12 +34,12 @@ pub struct Pin {
     pub over: Inputs,
 }
 
-/// What `up` makes of the configuration file and the sources.
+/// What `up` makes of the configuration file and this stackctl.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Inputs {
     /// [`history::config_hash`] of the configuration file (and environment).
     pub config_hash: String,
-    /// The image ids built from the sources, by application service.
+    /// The image ids built from this stackctl, by application service.
     pub images: BTreeMap<String, String>,
 }
 

@@ -13,12 +13,15 @@ use sha2::{Digest, Sha256};
 use crate::{
     config::{CopyPlace, StackConfig},
     database::{self, Database},
-    docker::{Engine, Health, LABEL_CONFIG_HASH, LABEL_INSTANCE, LABEL_PROJECT, LABEL_SERVICE},
+    docker::{
+        Engine, Health, LABEL_CONFIG_HASH, LABEL_INSTANCE, LABEL_PROJECT, LABEL_SERVICE, Naming,
+    },
     images::ImageSet,
     state::Secrets,
     ui::Ui,
 };
 
+/// The stack's network, by its plain name (see [`crate::docker::Naming`]).
 pub const NETWORK: &str = "app-network";
 pub const PROXY: &str = "nginx-proxy";
 /// Network alias every auth instance answers to: payment instances reach auth through it.
@@ -28,6 +31,22 @@ const SECOND: i64 = 1_000_000_000;
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(180);
 /// Time a leaving service instance gets to finish in-flight requests.
 pub const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// A command of a service, in its image: `/stackctl serve auth metrics`.
+pub fn service_command(app: App, command: &'static str) -> [&'static str; 4] {
+    [
+        crate::images::SERVICE_BINARY,
+        "serve",
+        app.service().label(),
+        command,
+    ]
+}
+
+/// The health check of a service's instances.
+pub fn service_health(app: App) -> HealthConfig {
+    let [program, serve, service, probe] = service_command(app, "healthcheck");
+    health(&["CMD", program, serve, service, probe], 3, 30)
+}
 
 /// The stack's services as `logs` names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -414,10 +433,11 @@ pub fn health(test: &[&str], retries: i64, start_period_secs: i64) -> HealthConf
     }
 }
 
-fn network(aliases: Vec<String>) -> NetworkingConfig {
+/// On the project's network, answering to `aliases`: its plain name first.
+fn network(project: &str, aliases: Vec<String>) -> NetworkingConfig {
     NetworkingConfig {
         endpoints_config: Some(HashMap::from([(
-            NETWORK.to_owned(),
+            Naming::of(project).on_engine(NETWORK).into_owned(),
             EndpointSettings {
                 aliases: Some(aliases),
                 ..Default::default()
@@ -616,7 +636,7 @@ fn database(
                 &["/run/postgresql", "/tmp"],
             )
         }),
-        networking_config: Some(network(vec![name.clone()])),
+        networking_config: Some(network(project, vec![name.clone()])),
         ..Default::default()
     };
     Ok(finish(name, body))
@@ -643,11 +663,11 @@ fn app(
         env: Some(env),
         labels: Some(labels(project, service, name)),
         exposed_ports: Some(vec![format!("{port}/tcp")]),
-        healthcheck: Some(health(&["CMD", "/service", "healthcheck"], 3, 30)),
+        healthcheck: Some(service_health(app)),
         stop_timeout: Some(i64::try_from(STOP_GRACE.as_secs()).unwrap_or(15)),
         // Nothing in a service image is written at run time, and it runs as 65534.
         host_config: Some(limits.host_config(&[], &[])),
-        networking_config: Some(network(aliases)),
+        networking_config: Some(network(project, aliases)),
         ..Default::default()
     };
     finish(name.to_owned(), body)
@@ -695,7 +715,7 @@ fn proxy(config: &StackConfig, image: &str, state_root: &Path) -> anyhow::Result
                 ],
             )
         }),
-        networking_config: Some(network(vec![PROXY.to_owned()])),
+        networking_config: Some(network(&config.project, vec![PROXY.to_owned()])),
         ..Default::default()
     };
     Ok(finish(PROXY.to_owned(), body))

@@ -1062,7 +1062,7 @@ fn app_spec(
                 // The instance's name in its answers and logs: app_a.2.
                 hostname: Some("{{.Service.Name}}.{{.Task.Slot}}".to_owned()),
                 env: Some(env),
-                health_check: Some(stack::health(&["CMD", "/service", "healthcheck"], 3, 30)),
+                health_check: Some(stack::service_health(app)),
                 secrets: Some(secrets),
                 capability_drop: strings(&["ALL"]),
                 ..Default::default()

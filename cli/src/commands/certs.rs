@@ -47,7 +47,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         }
     } else {
         // A running edge keeps serving the old certificate until it reloads.
-        if let Ok(engine) = Engine::connect().await
+        if let Ok(engine) = Engine::connect_stack(&config.project).await
             && engine.inspect(PROXY).await?.is_some()
         {
             crate::nginx::reload_proxy(&engine, &ctx.ui).await?;

@@ -41,7 +41,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     if let Some(cluster) = &config.cluster {
         return down_cluster(&args, ctx, &config.project, cluster).await;
     }
-    let engine = Engine::connect().await?;
+    let engine = Engine::connect_stack(&config.project).await?;
     let containers = stack::containers(&engine, &config.project).await?;
     // The edge first, so nothing is routed to instances on their way out; databases last.
     // Containers of no known service (another version's) go with the edge.
@@ -67,7 +67,24 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         }
     }
     if args.images {
+        // Images are shared by content: those another project's containers use stay, and so
+        // do the root file systems beneath them (listed last).
+        let in_use = engine.images_in_use().await?;
+        let mut kept = false;
         for image in engine.stack_images().await? {
+            let why = if in_use.contains(&image.id) {
+                Some("another project's containers use it")
+            } else if kept && image.is_base() {
+                Some("the images kept rest on it")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                kept = true;
+                ctx.ui
+                    .detail(&format!("keeping image {}: {why}", image.tag));
+                continue;
+            }
             ctx.ui.step(&format!("deleting image {}", image.tag));
             engine.remove_image(&image.tag).await?;
         }

@@ -27,7 +27,7 @@ pub struct Args {
 pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     let config = ctx.config()?;
     super::on_one_host(&config, "events", "`stackctl ps` shows its tasks")?;
-    let engine = Engine::connect().await?;
+    let engine = Engine::connect_stack(&config.project).await?;
     let mut engine_events = engine.events(&config.project);
     let print = |event: &Event| -> anyhow::Result<()> {
         if args.json {
@@ -49,7 +49,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         tokio::select! {
             message = engine_events.next() => match message {
                 Some(message) => {
-                    if let Some(event) = events::from_engine(&message?) {
+                    if let Some(event) = events::from_engine(&message?, engine.naming()) {
                         print(&event)?;
                     }
                 }

@@ -94,7 +94,7 @@ async fn release(ctx: &super::Ctx) -> anyhow::Result<Release> {
     let mut instances: BTreeMap<String, u32> = BTreeMap::new();
     match config.as_ref().and_then(|c| c.cluster.as_ref()) {
         None => {
-            let engine = Engine::connect().await?;
+            let engine = Engine::connect_stack(&project).await?;
             for c in stack::containers(&engine, &project).await? {
                 let (Some(service), true) = (c.service, c.running) else {
                     continue;

@@ -30,6 +30,7 @@ pub mod restore;
 pub mod rollback;
 pub mod scale;
 pub mod secrets;
+pub mod serve;
 pub mod status;
 pub mod up;
 
@@ -89,7 +90,7 @@ impl Site {
     pub async fn connect(ctx: &Ctx, config: &StackConfig) -> anyhow::Result<Self> {
         Ok(match &config.cluster {
             Some(cluster) => Self::Cluster(swarm::Nodes::connect(cluster, ctx.base_dir()).await?),
-            None => Self::Local(Engine::connect().await?),
+            None => Self::Local(Engine::connect_stack(&config.project).await?),
         })
     }
 

@@ -1,13 +1,12 @@
 //! `stackctl prune`: the images of old releases.
 
-use std::collections::BTreeSet;
+use crate::{docker::Engine, history};
 
-use crate::{docker::Engine, history, stack};
-
-/// Delete the images stackctl built that no container of the stack uses and that none of the
-/// newest releases in `stackctl history` ran. Those are kept (5 of each service by default),
-/// so that the releases before this one can run again; the Debian base is kept too (every
-/// image derives from it; `down --images` deletes everything).
+/// Delete the images stackctl built that no container of any project uses and that none of
+/// the newest releases in `stackctl history` ran. Those are kept (5 of each service by
+/// default), so that the releases before this one can run again; the Debian root file systems
+/// are kept too (the PostgreSQL and nginx images derive from them; `down --images` deletes
+/// them).
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  stackctl prune --dry-run\n  stackctl prune --keep 2")]
 pub struct Args {
@@ -28,11 +27,8 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     )?;
     let _lock = ctx.state.lock()?;
     let engine = Engine::connect().await?;
-    let in_use: BTreeSet<String> = stack::containers(&engine, &config.project)
-        .await?
-        .into_iter()
-        .map(|c| c.image_id)
-        .collect();
+    // Another project's containers may run the same images.
+    let in_use = engine.images_in_use().await?;
     let keep = usize::try_from(args.keep).unwrap_or(usize::MAX);
     let recent = history::recent_images(&history::read(&ctx.state)?, keep);
     let mut deleted = 0;

@@ -82,7 +82,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
 }
 
 async fn local_rows(project: &str) -> anyhow::Result<Vec<Row>> {
-    let engine = Engine::connect().await?;
+    let engine = Engine::connect_stack(project).await?;
     let mut rows = Vec::new();
     for c in stack::containers(&engine, project).await? {
         let health = engine

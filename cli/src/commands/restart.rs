@@ -51,7 +51,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let engine = Engine::connect().await?;
+    let engine = Engine::connect_stack(&config.project).await?;
     if engine.health(PROXY).await? == Health::Down {
         anyhow::bail!(
             "stack '{}' is not running; start it with `stackctl up`",

@@ -102,7 +102,7 @@ async fn refusals(args: &Args, ctx: &super::Ctx) -> anyhow::Result<(StackConfig,
             current.project
         );
     }
-    let engine = Engine::connect().await?;
+    let engine = Engine::connect_stack(&current.project).await?;
     if engine.health(PROXY).await? == Health::Down {
         anyhow::bail!(
             "stack '{}' is not running; start it with `stackctl up`",

@@ -68,7 +68,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let engine = Engine::connect().await?;
+    let engine = Engine::connect_stack(&config.project).await?;
     if engine.health(PROXY).await? == Health::Down {
         if args.dry_run {
             println!(

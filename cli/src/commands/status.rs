@@ -46,7 +46,7 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
         "status",
         "`stackctl ps` shows its tasks, `stackctl logs nginx` its requests",
     )?;
-    let engine = Engine::connect().await?;
+    let engine = Engine::connect_stack(&config.project).await?;
     if args.watch {
         return watch(ctx, &config, &engine, Duration::from_secs(args.every)).await;
     }
@@ -141,7 +141,10 @@ async fn gather(ctx: &super::Ctx, config: &StackConfig, engine: &Engine) -> anyh
     let seen: Vec<(App, InstanceStatus)> = join_all(instances.into_iter().map(|(app, name)| {
         let traffic = by_instance.get(&name).cloned().unwrap_or_default();
         async move {
-            let metrics = match engine.exec(&name, &["/service", "metrics"]).await {
+            let metrics = match engine
+                .exec(&name, &stack::service_command(app, "metrics"))
+                .await
+            {
                 Ok((0, text)) => status::instance_metrics(&text),
                 _ => None,
             };
@@ -210,7 +213,12 @@ pub(super) async fn address(engine: &Engine, name: &str) -> anyhow::Result<Optio
     Ok(engine
         .inspect(name)
         .await?
-        .and_then(|c| c.network_settings?.networks?.remove(NETWORK)?.ip_address)
+        .and_then(|c| {
+            c.network_settings?
+                .networks?
+                .remove(&*engine.on_engine(NETWORK))?
+                .ip_address
+        })
         .filter(|ip| !ip.is_empty()))
 }
 

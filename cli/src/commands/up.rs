@@ -32,13 +32,13 @@ use crate::{
 /// recreated. Waits until everything is healthy. On a running stack it then watches the services
 /// it changed for `rollout.watch_secs`: a new instance that fails, or its 5xx answers above
 /// `rollout.max_5xx_percent`, rolls the change back (and `up` keeps the rolled-back release until
-/// the configuration file or the sources change).
+/// the configuration file or stackctl changes).
 #[derive(clap::Args)]
 #[command(
     after_help = "Examples:\n  stackctl up                      start, or apply stack.toml changes\n  STACKCTL_HTTP_PORT=8080 STACKCTL_HTTPS_PORT=8443 stackctl up\n  stackctl -f prod.toml up\n  stackctl up --roll-forward       try again what was rolled back"
 )]
 pub struct Args {
-    /// Run what the configuration file and the sources say even while a rollback holds.
+    /// Run what the configuration file and this stackctl say even while a rollback holds.
     #[arg(long)]
     roll_forward: bool,
 }
@@ -51,9 +51,9 @@ pub async fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<()> {
     }
     if args.roll_forward && rollback::clear(&ctx.state)? {
         ctx.ui
-            .step("rolling forward: running what the configuration file and the sources say");
+            .step("rolling forward: running what the configuration file and this stackctl say");
     }
-    let engine = Engine::connect().await?;
+    let engine = Engine::connect_stack(&config.project).await?;
     local(ctx, &engine).await
 }
 
@@ -179,14 +179,14 @@ pub(super) async fn local(ctx: &super::Ctx, engine: &Engine) -> anyhow::Result<(
     Ok(())
 }
 
-/// What `up` runs: the configuration file and the images built from the sources, or a
+/// What `up` runs: the configuration file and the images built from this stackctl, or a
 /// rollback's release while it holds over them.
 struct Target {
     config: StackConfig,
     images: images::ImageSet,
     /// Whether a rollback's release runs.
     pinned: bool,
-    /// What the file and the sources give: what a rollback made now holds over.
+    /// What the file and this stackctl give: what a rollback made now holds over.
     built: Inputs,
 }
 
@@ -204,7 +204,7 @@ impl Target {
                     }
                 }
                 ui.step(&format!(
-                    "release {} runs, as rolled back at {} ({}); a change of the configuration file or the sources rolls forward, or `up --roll-forward`",
+                    "release {} runs, as rolled back at {} ({}); a change of the configuration file or of stackctl rolls forward, or `up --roll-forward`",
                     pin.release,
                     pin.at.format("%Y-%m-%d %H:%M UTC"),
                     pin.reason
@@ -218,7 +218,7 @@ impl Target {
             }
             Some(_) => {
                 rollback::clear(&ctx.state)?;
-                ui.step("rolling forward: the configuration file or the sources changed since the rollback");
+                ui.step("rolling forward: the configuration file or stackctl changed since the rollback");
                 // The configuration was the rollback's while the file had not changed.
                 let config = ctx.config()?;
                 let images = images::ensure(engine, &config, ui).await?;
@@ -240,7 +240,7 @@ impl Target {
 }
 
 /// The images `config` runs (built when missing, their sizes said), and what the configuration
-/// file and the sources give: what a rollback holds over.
+/// file and this stackctl give: what a rollback holds over.
 pub(super) async fn built(
     ctx: &super::Ctx,
     engine: &Engine,
@@ -344,7 +344,7 @@ async fn roll_back(
         )
     })?;
     anyhow::bail!(
-        "{why}: rolled back to release {}, which runs again; `stackctl up` keeps it until the configuration file or the sources change (or `up --roll-forward`)",
+        "{why}: rolled back to release {}, which runs again; `stackctl up` keeps it until the configuration file or stackctl change (or `up --roll-forward`)",
         previous.release
     )
 }

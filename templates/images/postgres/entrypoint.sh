@@ -49,4 +49,6 @@ if [[ -n ${ARCHIVE_TIMEOUT_SECS:-} ]]; then
     -c "archive_timeout=${ARCHIVE_TIMEOUT_SECS}s")
 fi
 
-exec setpriv --reuid=postgres --regid=postgres --init-groups postgres -D "$PGDATA" "${archiving[@]}" "$@"
+# jit=off: the image leaves out LLVM, the JIT compiler (two thirds of PostgreSQL's packages).
+exec setpriv --reuid=postgres --regid=postgres --init-groups postgres -D "$PGDATA" -c jit=off \
+  "${archiving[@]}" "$@"
