@@ -13,11 +13,10 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use support::{H2Load, Load, assert_all_served};
+use support::{H2Load, Load, assert_all_served, stackctl};
 
 mod support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_stackctl");
 /// The nodes' namespaces and addresses are fixed: one cluster at a time.
 static CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -72,12 +71,8 @@ impl Nodes {
     }
 
     fn stackctl(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
+        Command::new(stackctl())
             .current_dir(self.dir.path())
-            .env(
-                "STACKCTL_SOURCE_DIR",
-                Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
-            )
             .args(args)
             .output()
             .unwrap()
@@ -85,9 +80,8 @@ impl Nodes {
 
     /// stackctl running, its standard error piped.
     fn spawn(&self, args: &[&str]) -> std::process::Child {
-        Command::new(BIN)
+        Command::new(stackctl())
             .current_dir(self.dir.path())
-            .env("STACKCTL_SOURCE_DIR", support::source_dir())
             .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -319,7 +313,7 @@ fn a_bad_cluster_table_is_refused_before_any_engine_is_asked() {
         ),
     ] {
         std::fs::write(dir.path().join("stack.toml"), table).unwrap();
-        let out = Command::new(BIN)
+        let out = Command::new(stackctl())
             .current_dir(dir.path())
             .args(["cluster", "init"])
             .output()
@@ -329,7 +323,7 @@ fn a_bad_cluster_table_is_refused_before_any_engine_is_asked() {
         assert!(err.contains(says), "{err}");
     }
     std::fs::write(dir.path().join("stack.toml"), "project = \"x\"\n").unwrap();
-    let out = Command::new(BIN)
+    let out = Command::new(stackctl())
         .current_dir(dir.path())
         .args(["cluster", "status"])
         .output()

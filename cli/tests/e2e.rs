@@ -13,11 +13,10 @@ use std::{
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use support::{H2Load, Load, assert_all_served, signal, source_dir};
+use support::{H2Load, Load, assert_all_served, signal, source_dir, stackctl};
 
 mod support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_stackctl");
 const CONFIG: &str = r#"project = "e2e"
 [ports]
 http = 18080
@@ -36,6 +35,7 @@ static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 struct Stack {
     dir: tempfile::TempDir,
     https_port: i64,
+    project: String,
 }
 
 /// Removes the stack, data included, when the test ends, passed or not.
@@ -55,12 +55,31 @@ impl Stack {
     fn new(config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("stack.toml"), config).unwrap();
-        let https_port = config
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|t| t.get("ports")?.get("https")?.as_integer())
+        let table = config.parse::<toml::Table>().unwrap();
+        let https_port = table
+            .get("ports")
+            .and_then(|p| p.get("https")?.as_integer())
             .unwrap_or(443);
-        Self { dir, https_port }
+        let project = table
+            .get("project")
+            .and_then(|p| p.as_str())
+            .unwrap_or("stackctl")
+            .to_owned();
+        Self {
+            dir,
+            https_port,
+            project,
+        }
+    }
+
+    /// A container's name on the engine: its plain name behind the project's (but the
+    /// default project's).
+    fn on_engine(&self, plain: &str) -> String {
+        if self.project == "stackctl" {
+            plain.to_owned()
+        } else {
+            format!("{}-{plain}", self.project)
+        }
     }
 
     fn path(&self) -> &Path {
@@ -72,9 +91,8 @@ impl Stack {
     }
 
     fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        Command::new(BIN)
+        Command::new(stackctl())
             .current_dir(self.path())
-            .env("STACKCTL_SOURCE_DIR", source_dir())
             .envs(env.iter().copied())
             .args(args)
             .output()
@@ -83,7 +101,7 @@ impl Stack {
 
     /// `backup schedule ARGS` for `secs` seconds, then SIGTERM: its log, once it exited 0.
     fn schedule(&self, args: &[&str], env: &[(&str, &str)], secs: u64) -> String {
-        let scheduler = Command::new(BIN)
+        let scheduler = Command::new(stackctl())
             .current_dir(self.path())
             .args(["backup", "schedule"])
             .args(args)
@@ -359,8 +377,9 @@ impl Terminal {
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let session = format!("stackctl-e2e-{}-{n}", std::process::id());
         let shell = format!(
-            "cd {} && {BIN} {args}; echo \"exit status $?\"; sleep 600",
-            stack.path().display()
+            "cd {} && {} {args}; echo \"exit status $?\"; sleep 600",
+            stack.path().display(),
+            stackctl().display()
         );
         let term = Self { session };
         term.tmux(&[
@@ -638,7 +657,7 @@ fn whole_stack_end_to_end() {
     assert!(screen.contains("exit status 0"), "{screen}");
     drop(term);
     // Without a terminal, psql reads standard input.
-    let mut piped = Command::new(BIN)
+    let mut piped = Command::new(stackctl())
         .current_dir(stack.path())
         .args(["psql", "payments"])
         .stdin(std::process::Stdio::piped())
@@ -778,7 +797,7 @@ fn whole_stack_end_to_end() {
         CONFIG.replace("bcrypt_cost = 10", "bcrypt_cost = 11"),
     )
     .unwrap();
-    let follower = Command::new(BIN)
+    let follower = Command::new(stackctl())
         .current_dir(stack.path())
         .args(["events", "--json"])
         .stdout(std::process::Stdio::piped())
@@ -906,7 +925,12 @@ fn whole_stack_end_to_end() {
             .map(str::to_owned)
             .collect()
     };
-    let running = docker(&["inspect", "--format", "{{.Config.Image}}", "app_a1"]);
+    let running = docker(&[
+        "inspect",
+        "--format",
+        "{{.Config.Image}}",
+        &stack.on_engine("app_a1"),
+    ]);
     build_from(&running, "LABEL stale=yes", "stackctl/auth-svc:stale");
     let dry = stack.run(&["prune", "--dry-run"]);
     let said = String::from_utf8_lossy(&dry.stderr);
@@ -934,7 +958,12 @@ fn whole_stack_end_to_end() {
         !volumes.iter().any(|v| v.starts_with("e2e_")),
         "{volumes:?}"
     );
-    assert!(!networks.iter().any(|n| n == "app-network"), "{networks:?}");
+    assert!(
+        !networks
+            .iter()
+            .any(|n| *n == stack.on_engine("app-network")),
+        "{networks:?}"
+    );
 }
 
 /// A stack for the tests under load: its own project and ports (`PREFIX080`, `PREFIX443`,
@@ -1169,12 +1198,12 @@ fn rows(container: &str, user: &str, db: &str) -> Vec<String> {
     lines
 }
 
-fn auth_rows() -> Vec<String> {
-    rows("auth-db", "auth", "nest")
+fn auth_rows(stack: &Stack) -> Vec<String> {
+    rows(&stack.on_engine("auth-db"), "auth", "nest")
 }
 
-fn payment_rows() -> Vec<String> {
-    rows("payments-db", "payments", "payments")
+fn payment_rows(stack: &Stack) -> Vec<String> {
+    rows(&stack.on_engine("payments-db"), "payments", "payments")
 }
 
 /// The backup files (not checksums) under a folder.
@@ -1291,7 +1320,7 @@ fn backup_and_restore_round_trip() {
             .all(|b| b["checksum"] == "verified"),
         "{listed}"
     );
-    let (auth_at_backup, payments_at_backup) = (auth_rows(), payment_rows());
+    let (auth_at_backup, payments_at_backup) = (auth_rows(&stack), payment_rows(&stack));
 
     // Writes, updates and deletes after the backup.
     register("late@example.com", "+256772555102");
@@ -1303,9 +1332,14 @@ fn backup_and_restore_round_trip() {
         Some(&json!({"status": "SUCCESS"})),
     );
     assert_eq!(patched.status, 200, "{}", patched.body);
-    sql("auth-db", "auth", "nest", "DELETE FROM refresh_tokens");
-    assert_ne!(auth_rows(), auth_at_backup);
-    assert_ne!(payment_rows(), payments_at_backup);
+    sql(
+        &stack.on_engine("auth-db"),
+        "auth",
+        "nest",
+        "DELETE FROM refresh_tokens",
+    );
+    assert_ne!(auth_rows(&stack), auth_at_backup);
+    assert_ne!(payment_rows(&stack), payments_at_backup);
 
     // Damaged files are refused before anything is touched.
     let auth_backup = files
@@ -1327,7 +1361,7 @@ fn backup_and_restore_round_trip() {
     .unwrap();
     let plain = bad.path().join("plain.sql.gz");
     with_checksum(&plain, b"DROP TABLE users;\n");
-    let (auth_now, ids_now) = (auth_rows(), ids(&stack));
+    let (auth_now, ids_now) = (auth_rows(&stack), ids(&stack));
     for (file, why) in [
         (&truncated, "not a complete gzip stream"),
         (&flipped, "does not match its checksum"),
@@ -1337,7 +1371,12 @@ fn backup_and_restore_round_trip() {
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(why), "{}: {stderr}", file.display());
-        assert_eq!(auth_rows(), auth_now, "{} changed nothing", file.display());
+        assert_eq!(
+            auth_rows(&stack),
+            auth_now,
+            "{} changed nothing",
+            file.display()
+        );
         assert_eq!(ids(&stack), ids_now, "no container was touched");
     }
 
@@ -1347,7 +1386,7 @@ fn backup_and_restore_round_trip() {
     // Every login the backup brought back is revoked with it; the rest is the backup exactly.
     assert_eq!(
         sql(
-            "auth-db",
+            &stack.on_engine("auth-db"),
             "auth",
             "nest",
             "SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL"
@@ -1367,8 +1406,11 @@ fn backup_and_restore_round_trip() {
             .filter(|r| !r.contains("refresh_tokens"))
             .collect()
     };
-    assert_eq!(unrevoked(auth_rows()), unrevoked(auth_at_backup.clone()));
-    assert_eq!(payment_rows(), payments_at_backup);
+    assert_eq!(
+        unrevoked(auth_rows(&stack)),
+        unrevoked(auth_at_backup.clone())
+    );
+    assert_eq!(payment_rows(&stack), payments_at_backup);
     assert_eq!(login("kept@example.com").status, 200);
     assert_eq!(login("late@example.com").status, 401);
     let got = stack.https("GET", &format!("/b/payments/{kept}"), Some(&token), None);
@@ -1394,14 +1436,14 @@ fn backup_and_restore_round_trip() {
         .clone();
     stack.ok(&["restore", "payments", during.to_str().unwrap(), "--yes"]);
     let dangling = sql(
-        "payments-db",
+        &stack.on_engine("payments-db"),
         "payments",
         "payments",
         "SELECT count(*) FROM payment_transactions t LEFT JOIN payments p ON p.id = t.payment_id WHERE p.id IS NULL",
     );
     assert_eq!(dangling.trim(), "0");
     let without_history = sql(
-        "payments-db",
+        &stack.on_engine("payments-db"),
         "payments",
         "payments",
         "SELECT count(*) FROM payments p WHERE NOT EXISTS (SELECT 1 FROM payment_transactions t WHERE t.payment_id = p.id)",
@@ -1413,7 +1455,7 @@ fn backup_and_restore_round_trip() {
     );
     assert!(
         sql(
-            "payments-db",
+            &stack.on_engine("payments-db"),
             "payments",
             "payments",
             "SELECT count(*) FROM payments"
@@ -1643,9 +1685,9 @@ fn backup_and_restore_round_trip() {
 }
 
 /// What identifies the payments table's contents and its constraints, cheaply on many rows.
-fn payments_fingerprint() -> String {
+fn payments_fingerprint(stack: &Stack) -> String {
     sql(
-        "payments-db",
+        &stack.on_engine("payments-db"),
         "payments",
         "payments",
         "SELECT (SELECT count(*) FROM payments) || ' ' || \
@@ -1657,9 +1699,9 @@ fn payments_fingerprint() -> String {
 }
 
 /// Sessions of an interrupted restore still in the payments database.
-fn restoring_sessions() -> u32 {
+fn restoring_sessions(stack: &Stack) -> u32 {
     sql(
-        "payments-db",
+        &stack.on_engine("payments-db"),
         "payments",
         "payments",
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'stackctl-restore'",
@@ -1713,7 +1755,7 @@ fn interrupted_when(
     sig: &str,
 ) -> (std::process::ExitStatus, String) {
     use std::io::BufRead;
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(stackctl())
         .current_dir(stack.path())
         .args(args)
         .stderr(std::process::Stdio::piped())
@@ -1763,7 +1805,7 @@ fn interrupted_restores_and_a_missing_instance_lose_nothing() {
 
     // A million payments: a replay of several seconds, long enough to be cut short.
     sql(
-        "payments-db",
+        &stack.on_engine("payments-db"),
         "payments",
         "payments",
         "INSERT INTO payments (id, reference, user_id, amount, currency, payment_method, customer_phone, \
@@ -1776,7 +1818,7 @@ fn interrupted_restores_and_a_missing_instance_lose_nothing() {
     mark("filled");
     // A backup killed mid-dump leaves nothing that counts, and the next one sweeps it.
     let folder = stack.path().join("backups/payments");
-    let mut backup = Command::new(BIN)
+    let mut backup = Command::new(stackctl())
         .current_dir(stack.path())
         .args(["backup", "payments"])
         .stderr(std::process::Stdio::null())
@@ -1811,14 +1853,14 @@ fn interrupted_restores_and_a_missing_instance_lose_nothing() {
     assert_eq!(left.len(), 2, "one backup and its checksum: {left:?}");
     assert!(left.iter().all(|n| !n.ends_with(".partial")), "{left:?}");
     mark("backed up (the first one killed)");
-    let at_backup = payments_fingerprint();
+    let at_backup = payments_fingerprint(&stack);
     sql(
-        "payments-db",
+        &stack.on_engine("payments-db"),
         "payments",
         "payments",
         "DELETE FROM payments WHERE reference < 'PAY-1764000001000'",
     );
-    let current = payments_fingerprint();
+    let current = payments_fingerprint(&stack);
     assert_ne!(current, at_backup);
 
     // Killed outright mid-replay: nothing of the dump is committed, the edge still answers.
@@ -1826,13 +1868,17 @@ fn interrupted_restores_and_a_missing_instance_lose_nothing() {
     mark("killed restore");
     assert!(!status.success(), "{log}");
     for _ in 0..100 {
-        if restoring_sessions() == 0 {
+        if restoring_sessions(&stack) == 0 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    assert_eq!(restoring_sessions(), 0, "psql ended when stackctl died");
-    assert_eq!(payments_fingerprint(), current, "{log}");
+    assert_eq!(
+        restoring_sessions(&stack),
+        0,
+        "psql ended when stackctl died"
+    );
+    assert_eq!(payments_fingerprint(&stack), current, "{log}");
     let down = stack.https("GET", "/health/service_b", None, None);
     assert_eq!(down.status, 503, "{}", down.body);
     assert_eq!(down.body["success"], false);
@@ -1851,13 +1897,13 @@ fn interrupted_restores_and_a_missing_instance_lose_nothing() {
         log.contains("restore interrupted (Ctrl-C); the payments database is as it was and its instances run again"),
         "{log}"
     );
-    assert_eq!(payments_fingerprint(), current);
+    assert_eq!(payments_fingerprint(&stack), current);
     assert_eq!(answering(&stack, "service_b", 4).len(), 2);
 
     // Uninterrupted, it is exactly the backup; safety copies are listed apart and never latest.
     stack.ok(&["restore", "payments", "latest", "--yes"]);
     mark("restored");
-    assert_eq!(payments_fingerprint(), at_backup);
+    assert_eq!(payments_fingerprint(&stack), at_backup);
     let listed: Value = serde_json::from_str(&stack.ok(&["backup", "list", "--json"])).unwrap();
     let kinds: Vec<&str> = listed
         .as_array()
@@ -1887,15 +1933,15 @@ fn interrupted_restores_and_a_missing_instance_lose_nothing() {
             )),
         "latest is the backup, not a safety copy: {stderr}"
     );
-    assert_eq!(payments_fingerprint(), at_backup);
+    assert_eq!(payments_fingerprint(&stack), at_backup);
 
     // One stopped instance does not keep the edge from starting, and is taken back when it runs.
     let docker = |args: &[&str]| {
         let out = Command::new("docker").args(args).output().unwrap();
         assert!(out.status.success(), "docker {args:?}: {out:?}");
     };
-    docker(&["stop", "app_a2"]);
-    docker(&["restart", "nginx-proxy"]);
+    docker(&["stop", &stack.on_engine("app_a2")]);
+    docker(&["restart", &stack.on_engine("nginx-proxy")]);
     let healthy = |name: &str| {
         stack
             .containers()
@@ -1911,7 +1957,7 @@ fn interrupted_restores_and_a_missing_instance_lose_nothing() {
     assert!(healthy("nginx-proxy"), "the edge started without app_a2");
     assert_eq!(answering(&stack, "service_a", 6), set(&["app_a1"]));
     assert_eq!(answering(&stack, "service_b", 4).len(), 2);
-    docker(&["start", "app_a2"]);
+    docker(&["start", &stack.on_engine("app_a2")]);
     let mut back = BTreeSet::new();
     for _ in 0..60 {
         back.extend(answering(&stack, "service_a", 4));
@@ -2016,7 +2062,11 @@ fn the_edge_answers_errors_in_the_envelope_and_owns_the_request_id() {
         ("auth-db", "auth", "nest", "auth_app"),
         ("payments-db", "payments", "payments", "payments_app"),
     ] {
-        let query = |q: &str| sql(container, superuser, db, q).trim().to_owned();
+        let query = |q: &str| {
+            sql(&stack.on_engine(container), superuser, db, q)
+                .trim()
+                .to_owned()
+        };
         assert_eq!(
             query(&format!(
                 "SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles WHERE rolname = '{role}'"
@@ -2055,7 +2105,7 @@ fn the_edge_answers_errors_in_the_envelope_and_owns_the_request_id() {
                 "{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.Memory}} {{.HostConfig.PidsLimit}} \
                  {{json .HostConfig.CapDrop}} {{json .HostConfig.SecurityOpt}} {{.HostConfig.CpuShares}}",
             )
-            .arg(name)
+            .arg(stack.on_engine(name))
             .output()
             .unwrap();
         let seen = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -2078,7 +2128,11 @@ fn the_edge_answers_errors_in_the_envelope_and_owns_the_request_id() {
 
     // With no instance of a service running, the edge answers 503 with Retry-After.
     let stop = Command::new("docker")
-        .args(["stop", "app_b1", "app_b2"])
+        .args([
+            "stop",
+            &stack.on_engine("app_b1"),
+            &stack.on_engine("app_b2"),
+        ])
         .output()
         .unwrap();
     assert!(stop.status.success());
@@ -2100,9 +2154,9 @@ fn the_edge_answers_errors_in_the_envelope_and_owns_the_request_id() {
 }
 
 /// The references of the payments the payments database holds.
-fn references() -> BTreeSet<String> {
+fn references(stack: &Stack) -> BTreeSet<String> {
     sql(
-        "payments-db",
+        &stack.on_engine("payments-db"),
         "payments",
         "payments",
         "SELECT reference FROM payments",
@@ -2184,7 +2238,7 @@ fn point_in_time_recovery_after_losing_the_database_and_its_volume() {
         std::thread::sleep(std::time::Duration::from_secs(8));
         let killed_at = chrono::Utc::now();
         let killed = Command::new("docker")
-            .args(["rm", "-f", "payments-db"])
+            .args(["rm", "-f", &stack.on_engine("payments-db")])
             .output()
             .unwrap();
         assert!(killed.status.success());
@@ -2205,7 +2259,7 @@ fn point_in_time_recovery_after_losing_the_database_and_its_volume() {
     assert!(restored.status.success(), "{said}");
     assert!(said.contains("no safety backup"), "{said}");
     let recovery_secs = started.elapsed().as_secs_f64();
-    let present = references();
+    let present = references(&stack);
     for a in before.iter().chain(&after) {
         assert!(present.contains(&a.reference), "{} lost", a.reference);
     }
@@ -2249,7 +2303,11 @@ fn point_in_time_recovery_after_losing_the_database_and_its_volume() {
     );
     assert!(!status.success(), "{log}");
     stack.ok(&["restore", "payments", "--to", "latest", "--yes"]);
-    assert_eq!(references(), present, "the second restore lost nothing");
+    assert_eq!(
+        references(&stack),
+        present,
+        "the second restore lost nothing"
+    );
     let got = stack.https(
         "GET",
         &format!("/b/payments/{}", after[0].reference),
@@ -2263,7 +2321,7 @@ fn point_in_time_recovery_after_losing_the_database_and_its_volume() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("safety backup of the current data"), "{said}");
-    let present = references();
+    let present = references(&stack);
     let expected: BTreeSet<String> = before.iter().map(|a| a.reference.clone()).collect();
     assert_eq!(present, expected);
     let gone = stack.https(
@@ -2295,7 +2353,7 @@ fn point_in_time_recovery_after_losing_the_database_and_its_volume() {
     let plain = Command::new("docker")
         .args([
             "exec",
-            "payments-db",
+            &stack.on_engine("payments-db"),
             "cat",
             "/var/lib/pgbackrest/backup/main/backup.info",
         ])
@@ -2306,11 +2364,11 @@ fn point_in_time_recovery_after_losing_the_database_and_its_volume() {
     std::thread::sleep(std::time::Duration::from_secs(
         ARCHIVE_TIMEOUT_SECS as u64 + 3,
     ));
-    let kept = references();
+    let kept = references(&stack);
     assert!(kept.contains(&last.reference));
     assert!(
         Command::new("docker")
-            .args(["rm", "-f", "payments-db"])
+            .args(["rm", "-f", &stack.on_engine("payments-db")])
             .output()
             .unwrap()
             .status
@@ -2331,7 +2389,11 @@ fn point_in_time_recovery_after_losing_the_database_and_its_volume() {
     ]);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{said}");
-    assert_eq!(references(), kept, "the copy brought back every payment");
+    assert_eq!(
+        references(&stack),
+        kept,
+        "the copy brought back every payment"
+    );
 
     // The host is lost: a new one has the configuration, the secrets kept from `secrets show`
     // and the copy, nothing else. Its first `up` leaves the copy alone; restoring from it
@@ -2340,7 +2402,7 @@ fn point_in_time_recovery_after_losing_the_database_and_its_volume() {
     std::thread::sleep(std::time::Duration::from_secs(
         ARCHIVE_TIMEOUT_SECS as u64 + 3,
     ));
-    let kept = references();
+    let kept = references(&stack);
     assert!(kept.contains(&last.reference));
     let listing = stack.ok(&["secrets", "show"]);
     stack.ok(&["down", "--volumes", "--yes"]);
@@ -2369,7 +2431,7 @@ fn point_in_time_recovery_after_losing_the_database_and_its_volume() {
             "{said}"
         );
     }
-    assert!(references().is_empty(), "a new, empty database");
+    assert!(references(&stack).is_empty(), "a new, empty database");
     let doctor = new_host.run(&["doctor"]);
     let said = String::from_utf8_lossy(&doctor.stdout);
     assert!(!doctor.status.success(), "{said}");
@@ -2400,7 +2462,7 @@ fn point_in_time_recovery_after_losing_the_database_and_its_volume() {
             "{said}"
         );
     }
-    assert_eq!(references(), kept, "the new host has every payment");
+    assert_eq!(references(&stack), kept, "the new host has every payment");
     let got = new_host.https(
         "GET",
         &format!("/b/payments/{}", last.reference),
@@ -2526,7 +2588,7 @@ fn a_copy_in_an_s3_store_brings_a_database_back_after_both_its_volumes_are_lost(
         &stack,
         &["up"],
         "auth database: WAL archiving on",
-        &|| pgbackrest_backing_up("payments-db"),
+        &|| pgbackrest_backing_up(&stack.on_engine("payments-db")),
         0,
         "-KILL",
     );
@@ -2582,7 +2644,7 @@ fn a_copy_in_an_s3_store_brings_a_database_back_after_both_its_volumes_are_lost(
         &stack,
         &["backup", "payments"],
         "==> payments: ./backups/payments/",
-        &|| pgbackrest_backing_up("payments-db"),
+        &|| pgbackrest_backing_up(&stack.on_engine("payments-db")),
         0,
         "-KILL",
     );
@@ -2607,7 +2669,7 @@ fn a_copy_in_an_s3_store_brings_a_database_back_after_both_its_volumes_are_lost(
     // Archived at least every 2 s; time for the last segment to reach the store.
     std::thread::sleep(std::time::Duration::from_secs(6));
     let removed = Command::new("docker")
-        .args(["rm", "-f", "payments-db"])
+        .args(["rm", "-f", &stack.on_engine("payments-db")])
         .output()
         .unwrap();
     assert!(removed.status.success());
@@ -2636,7 +2698,11 @@ fn a_copy_in_an_s3_store_brings_a_database_back_after_both_its_volumes_are_lost(
         "restore --to latest --from copy (S3) after both volumes were lost: {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    assert_eq!(references(), made, "every payment is back from the store");
+    assert_eq!(
+        references(&stack),
+        made,
+        "every payment is back from the store"
+    );
     let listed = stack.https("GET", "/b/payments", Some(&token), None);
     assert_eq!(listed.status, 200, "{}", listed.body);
     let backup = stack.run(&["backup", "payments"]);
@@ -2673,7 +2739,7 @@ fn a_copy_in_an_s3_store_brings_a_database_back_after_both_its_volumes_are_lost(
 fn images_of(stack: &Stack, prefix: &str) -> BTreeSet<String> {
     running(stack, prefix)
         .iter()
-        .map(|name| docker(&["inspect", "--format", "{{.Image}}", name]))
+        .map(|name| docker(&["inspect", "--format", "{{.Image}}", &stack.on_engine(name)]))
         .collect()
 }
 
@@ -2693,7 +2759,14 @@ fn a_failing_release_is_rolled_back_and_rollback_goes_back() {
     let reference = stack.paid(&token, "12.00");
     let good = history(&stack).last().unwrap()["release"].clone();
     let good_image = |service: &str| good["images"][service].as_str().unwrap().to_owned();
-    let tag = |name: &str| docker(&["inspect", "--format", "{{.Config.Image}}", name]);
+    let tag = |name: &str| {
+        docker(&[
+            "inspect",
+            "--format",
+            "{{.Config.Image}}",
+            &stack.on_engine(name),
+        ])
+    };
     let (auth_tag, payments_tag) = (tag("app_a1"), tag("app_b1"));
     let rolled_back_to_good = |stack: &Stack, why: &str| {
         let last = history(stack).last().unwrap().clone();
@@ -2783,7 +2856,7 @@ fn a_failing_release_is_rolled_back_and_rollback_goes_back() {
     assert_eq!(counts.status_3xx + counts.status_4xx, 0, "{counts:?}");
     assert!(counts.status_5xx > 0 && counts.status_2xx > 0, "{counts:?}");
     let log = Command::new("docker")
-        .args(["logs", "--since", &since, "nginx-proxy"])
+        .args(["logs", "--since", &since, &stack.on_engine("nginx-proxy")])
         .output()
         .unwrap();
     let failed: Vec<Value> = String::from_utf8_lossy(&log.stdout)
@@ -2852,4 +2925,210 @@ fn a_failing_release_is_rolled_back_and_rollback_goes_back() {
     assert_all_served(&load.finish());
     assert_all_served(&kept_alive.finish());
     stack.ok(&["down", "--volumes", "--yes"]);
+}
+
+/// The target folder the tests' stackctl was built in.
+fn target_dir() -> PathBuf {
+    let built = stackctl();
+    built.ancestors().nth(3).unwrap().to_owned()
+}
+
+#[test]
+#[ignore = "needs the Docker engine and builds images; setup/test.sh runs it"]
+fn an_installed_stackctl_brings_the_stack_up_from_an_empty_folder_and_no_images() {
+    let _engine = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    // Installed as a user installs it, from the release build the other tests run.
+    let root = tempfile::tempdir().unwrap();
+    let install = support::cargo()
+        .args(["install", "--locked", "--offline", "--path"])
+        .arg(source_dir().join("cli"))
+        .arg("--root")
+        .arg(root.path())
+        .arg("--target-dir")
+        .arg(target_dir())
+        .output()
+        .unwrap();
+    assert!(
+        install.status.success(),
+        "{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let installed = root.path().join("bin/stackctl");
+    // A PATH with the host's programs and no Rust toolchain.
+    let path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    assert!(
+        std::env::split_paths(path).all(|dir| !dir.join("cargo").exists()),
+        "cargo is on {path}"
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let ports = [
+        ("STACKCTL_PROJECT", "e2e-install"),
+        ("STACKCTL_HTTP_PORT", "27080"),
+        ("STACKCTL_HTTPS_PORT", "27443"),
+        ("STACKCTL_AUTH_DB_PORT", "27432"),
+        ("STACKCTL_PAYMENTS_DB_PORT", "27433"),
+    ];
+    let run = |args: &[&str], path: &str| {
+        Command::new(&installed)
+            .current_dir(empty.path())
+            .env_clear()
+            .env("PATH", path)
+            .envs(ports)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let version = String::from_utf8(run(&["--version"], path).stdout).unwrap();
+    let carried = |service: &str| format!("{service} {}", env!("CARGO_PKG_VERSION"));
+    assert!(
+        version.contains(&carried("auth-svc")) && version.contains(&carried("payment-svc")),
+        "{version}"
+    );
+    run(&["down", "--volumes", "--yes", "--images"], path);
+    assert_eq!(
+        docker(&["images", "--quiet", "stackctl/*"]),
+        "",
+        "no image of stackctl is left"
+    );
+
+    // Without mmdebstrap, one line says what to install, and nothing is made.
+    let nowhere = tempfile::tempdir().unwrap();
+    let out = run(&["up"], nowhere.path().to_str().unwrap());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let error: Vec<&str> = said.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error.len(), 1, "{said}");
+    assert!(error[0].contains("apt-get install mmdebstrap"), "{said}");
+    assert_eq!(
+        project_leftovers("e2e-install"),
+        (String::new(), String::new())
+    );
+
+    let started = std::time::Instant::now();
+    let out = run(&["up"], path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "cold up of the installed stackctl: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let ps: Vec<Value> = serde_json::from_slice(&run(&["ps", "--json"], path).stdout).unwrap();
+    assert_eq!(ps.len(), 7, "{ps:#?}");
+    assert!(ps.iter().all(|c| c["health"] == "healthy"), "{ps:#?}");
+    let cert = empty.path().join(".stackctl/tls/cert.pem");
+    for service in ["service_a", "service_b"] {
+        let out = Command::new("curl")
+            .args(["-sS", "--fail", "--cacert"])
+            .arg(&cert)
+            .arg(format!("https://localhost:27443/health/{service}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    // The services' images hold the installed program itself, and nothing else runs it.
+    let sizes = docker(&[
+        "images",
+        "--format",
+        "{{.Repository}} {{.Size}}",
+        "stackctl/*",
+    ]);
+    eprintln!("images:\n{sizes}");
+    let out = run(&["down", "--volumes", "--yes"], path);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        project_leftovers("e2e-install"),
+        (String::new(), String::new())
+    );
+}
+
+#[test]
+#[ignore = "needs the Docker engine and builds images; setup/test.sh runs it"]
+fn two_projects_run_side_by_side_and_each_touches_only_its_own() {
+    let _engine = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let one = Stack::new(&loaded_config("e2e-one", 29));
+    let two = Stack::new(&loaded_config("e2e-two", 30));
+    for stack in [&one, &two] {
+        stack.ok(&["down", "--volumes", "--yes"]);
+    }
+    // Both at once: their images are shared, their names are not.
+    let ups: Vec<std::process::Child> = [&one, &two]
+        .iter()
+        .map(|stack| {
+            Command::new(stackctl())
+                .current_dir(stack.path())
+                .arg("up")
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for up in ups {
+        let out = up.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for stack in [&one, &two] {
+        let names: BTreeSet<String> = stack
+            .containers()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, ALL.iter().map(|n| (*n).to_owned()).collect());
+        for name in ALL {
+            let on_engine = stack.on_engine(name);
+            assert_eq!(
+                docker(&["inspect", "--format", "{{.Name}}", &on_engine]),
+                format!("/{on_engine}")
+            );
+        }
+    }
+    let token = one.signed_up("one@example.com", "+256772555301", "one-password");
+    let reference = one.paid(&token, "7.00");
+    // The other project has users, secrets and payments of its own.
+    let login = json!({"identifier": "one@example.com", "password": "one-password"});
+    let refused = two.https("POST", "/a/auth/login", None, Some(&login));
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    let elsewhere = two.https(
+        "GET",
+        &format!("/b/payments/{reference}"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(elsewhere.status, 401, "{}", elsewhere.body);
+    let two_token = two.signed_up("two@example.com", "+256772555302", "two-password");
+    let two_reference = two.paid(&two_token, "8.00");
+
+    one.ok(&["down", "--volumes", "--yes"]);
+    assert_eq!(project_leftovers("e2e-one"), (String::new(), String::new()));
+    assert!(!engine_leftovers().1.contains(&one.on_engine("app-network")));
+    let (containers, volumes) = project_leftovers("e2e-two");
+    assert_eq!(containers.lines().count(), 7, "{containers}");
+    assert_eq!(volumes.lines().count(), 4, "{volumes}");
+    let kept = two.https(
+        "GET",
+        &format!("/b/payments/{two_reference}"),
+        Some(&two_token),
+        None,
+    );
+    assert_eq!(kept.status, 200, "{}", kept.body);
+    assert!(
+        two.containers().iter().all(|c| c["health"] == "healthy"),
+        "the other project serves on"
+    );
+    let gone = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(one.cert())
+        .arg(format!("{}/b/payments/{reference}", one.base()))
+        .output()
+        .unwrap();
+    assert!(
+        !gone.status.success(),
+        "nothing answers for the project taken down"
+    );
 }

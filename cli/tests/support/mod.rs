@@ -10,6 +10,48 @@ pub fn source_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The stackctl the tests run: a release build, since the images it starts hold it and a debug
+/// build's services are too slow for the loads. Built once per test binary, beside this one.
+pub fn stackctl() -> &'static Path {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = cargo()
+            .args(["build", "--release", "--locked", "-p", "stackctl"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo build --release -p stackctl");
+        let debug = Path::new(env!("CARGO_BIN_EXE_stackctl"));
+        debug
+            .parent()
+            .unwrap()
+            .with_file_name("release")
+            .join("stackctl")
+    })
+}
+
+/// Cargo in the checkout, without the variables cargo gives a test of its package: build
+/// scripts (ring's) would take those for a change and build again what a build outside the
+/// tests made.
+pub fn cargo() -> Command {
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo.current_dir(source_dir());
+    let given = [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_BIN_",
+        "CARGO_CRATE_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+    ];
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if given.iter().any(|prefix| key.starts_with(prefix)) {
+            cargo.env_remove(&*key);
+        }
+    }
+    cargo
+}
+
 /// Sends `signal` (`-INT`, `-TERM`) to a child process.
 pub fn signal(child: &std::process::Child, signal: &str) {
     let pid = child.id().to_string();
