@@ -105,8 +105,13 @@ x-db-health: &dbhealth
   interval: 2s
   timeout: 3s
   retries: 30
-x-app-health: &apphealth
-  test: ["CMD", "/service", "healthcheck"]
+x-auth-health: &authhealth
+  test: ["CMD", "/stackctl", "serve", "auth", "healthcheck"]
+  interval: 2s
+  timeout: 3s
+  retries: 3
+x-payments-health: &paymentshealth
+  test: ["CMD", "/stackctl", "serve", "payments", "healthcheck"]
   interval: 2s
   timeout: 3s
   retries: 3
@@ -139,7 +144,7 @@ for i in 1 2; do
       PORT: "3000"
       BCRYPT_COST: "10"
     networks: {default: {aliases: [auth-svc]}}
-    healthcheck: *apphealth
+    healthcheck: *authhealth
     depends_on: {auth-db: {condition: service_healthy}}
   app_b$i:
     image: $(image app_b1)
@@ -151,7 +156,7 @@ for i in 1 2; do
       WEBHOOK_SECRET: "$(secret webhook_secret)"
       AUTH_SERVICE_URL: "http://auth-svc:3000"
       PORT: "4000"
-    healthcheck: *apphealth
+    healthcheck: *paymentshealth
     depends_on: {payments-db: {condition: service_healthy}, app_a$i: {condition: service_healthy}}
 YAML
 done
@@ -159,7 +164,7 @@ cat >>compose.yml <<YAML
   nginx-proxy:
     image: $(image nginx-proxy)
     container_name: nginx-proxy
-    volumes: ["$work/.stackctl/nginx:/etc/nginx/conf.d:ro", "$work/.stackctl/tls:/etc/nginx/tls:ro"]
+    volumes: ["$work/.stackctl/nginx:/etc/nginx/site:ro", "$work/.stackctl/tls:/etc/nginx/tls:ro"]
     ports: ["28080:80", "28443:443"]
     healthcheck: {test: ["CMD", "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/443"], interval: 2s, timeout: 3s, retries: 5}
     depends_on:
