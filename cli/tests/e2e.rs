@@ -2058,15 +2058,12 @@ fn the_edge_answers_errors_in_the_envelope_and_owns_the_request_id() {
     }
 
     // Least privilege: each service connects as a role that owns its schema and nothing more.
-    for (container, superuser, db, role) in [
+    for (plain, superuser, db, role) in [
         ("auth-db", "auth", "nest", "auth_app"),
         ("payments-db", "payments", "payments", "payments_app"),
     ] {
-        let query = |q: &str| {
-            sql(&stack.on_engine(container), superuser, db, q)
-                .trim()
-                .to_owned()
-        };
+        let container = &*stack.on_engine(plain);
+        let query = |q: &str| sql(container, superuser, db, q).trim().to_owned();
         assert_eq!(
             query(&format!(
                 "SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles WHERE rolname = '{role}'"
